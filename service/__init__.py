@@ -1,0 +1,1 @@
+"""The civicmap web service: Flask app factory, models, SQL, HTTP resources and CLI."""

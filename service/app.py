@@ -1,0 +1,84 @@
+"""The app factory: ``create_app()`` builds a configured civicmap Flask app.
+
+Nothing happens at import time; gunicorn runs ``service.app:create_app()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, abort, request, send_from_directory
+from flask_babel import Babel
+from flask_smorest import Api
+from sqlalchemy.engine import Engine
+
+from service import db, errors
+from service.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPPORTED_LOCALES = ("en", "km")
+log = logging.getLogger(__name__)
+
+
+def select_locale() -> str:
+    """``?lang=km`` wins, then the browser's Accept-Language; English otherwise."""
+    asked = request.args.get("lang")
+    if asked in SUPPORTED_LOCALES:
+        return asked
+    return request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"
+
+
+def create_app(config: Config | None = None, engine: Engine | None = None, **overrides: Any) -> Flask:
+    config = config or Config.from_env()
+    app = Flask(__name__, static_folder=str(ROOT / "static"), template_folder=str(ROOT / "templates"))
+    app.config.update(config.flask_settings())
+    app.config["CIVICMAP"] = config
+    app.config.update(overrides)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Khmer goes out as UTF-8, not \u escapes
+
+    Babel(app, locale_selector=select_locale, default_translation_directories=str(ROOT / "service" / "translations"))
+    db.init_app(app, engine or db.make_engine(config.database_url))
+
+    api = Api(app, spec_kwargs={"info": {"description": "Crowdsourced urban-issue reports for Cambodian cities."}})
+    api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    from service.resources.catalog import areas_blp, categories_blp, photos_blp
+    from service.resources.reports import blp as reports_blp
+
+    for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp):
+        api.register_blueprint(blueprint)
+    errors.init_app(app)  # after the Api, so our one error shape replaces flask-smorest's
+
+    @app.before_request
+    def _limit_json_bodies() -> None:
+        """JSON bodies get the small limit; only multipart photo uploads get the large one.
+
+        Flask refuses a body over ``max_content_length`` with 413 as soon as it
+        is read, before any parsing, including chunked bodies with no Content-Length.
+        """
+        if request.mimetype != "multipart/form-data":
+            request.max_content_length = config.max_body_bytes
+
+    @app.get("/api/v1/docs/assets/<path:filename>")
+    def docs_assets(filename: str) -> Any:
+        """Swagger UI from the swagger-ui-bundle package: no CDN needed."""
+        import swagger_ui_bundle
+
+        if not filename.endswith((".js", ".css", ".png")):
+            abort(404)
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        with db.get_engine(app).connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return {"status": "ok"}
+
+    @app.get("/")
+    def index() -> Any:
+        from flask import redirect
+
+        return redirect("/api/v1/docs")
+
+    return app

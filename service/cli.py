@@ -1,0 +1,184 @@
+"""The ``civicmap`` command: a Flask CLI group around the app factory.
+
+    civicmap db upgrade            create or migrate the schema (Alembic)
+    civicmap seed [--count N]      areas, categories and N synthetic reports
+    civicmap user add NAME --role  a staff or field-worker account, prints a token
+    civicmap token revoke PREFIX   stop a token working
+    civicmap run [--port]          serve with gunicorn
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select, text
+
+from service import db
+from service.app import create_app
+from service.models import USER_ROLES, ApiToken, User
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(database_url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(engine: object) -> None:
+    """Migrate to the newest revision on the given engine (also used by tests and `make run`)."""
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        cfg = alembic_config(str(conn.engine.url.render_as_string(hide_password=False)))
+        cfg.attributes["connection"] = conn
+        alembic_command.upgrade(cfg, "head")
+
+
+@click.group(cls=FlaskGroup, create_app=lambda: create_app(), add_default_commands=False)
+def main() -> None:
+    """civicmap: crowdsourced urban-issue mapping."""
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("create")
+@with_appcontext
+def db_create() -> None:
+    """Create the database in DATABASE_URL (with PostGIS) if it does not exist."""
+    from service.dbadmin import ensure_database
+
+    url = db.get_engine().url
+    created = ensure_database(url)
+    click.echo(f"database {url.database} {'created' if created else 'exists'}")
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    upgrade_database(db.get_engine())
+    click.echo("database is at the newest schema version")
+
+
+@main.command("seed")
+@click.option("--count", default=2000, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="how many synthetic reports to add")
+@click.option("--seed", "random_seed", default=42, show_default=True, help="random seed (same seed, same data)")
+@click.option("--if-empty", is_flag=True, help="add reports only when there are none yet")
+@with_appcontext
+def seed_command(count: int, random_seed: int, if_empty: bool) -> None:
+    """Load areas, categories and synthetic reports from sample_data/."""
+    from service import seed
+
+    engine = db.get_engine()
+    with engine.begin() as conn:
+        areas = seed.load_areas(conn)
+        categories = seed.load_categories(conn)
+        click.echo(f"areas: {areas}, categories: {categories}")
+        if if_empty and seed.reports_exist(conn):
+            click.echo("reports already present; not adding more")
+            return
+        with click.progressbar(length=count, label="reports", show_pos=True, show_percent=True,
+                               file=sys.stderr) as bar:
+            added = seed.seed_reports(conn, count, seed=random_seed, progress=bar.update)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE reports")
+    click.echo(f"reports added: {added}")
+
+
+@main.group("user")
+def user_group() -> None:
+    """Staff and field-worker accounts."""
+
+
+@user_group.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(USER_ROLES), required=True)
+@click.option("--name", "display_name", default="", help="display name")
+@click.option("--password", default=None, help="optional password (for the web sign-in)")
+@with_appcontext
+def user_add(username: str, role: str, display_name: str, password: str | None) -> None:
+    """Create an account and print its API token (shown once)."""
+    from service.auth import hash_password, hash_secret, new_secret
+    from service.db import get_session
+
+    session = get_session()
+    if session.scalar(select(User).where(User.username == username)) is not None:
+        raise click.ClickException(f"user {username!r} exists already")
+    user = User(username=username, role=role, display_name=display_name,
+                password_hash=hash_password(password) if password else None)
+    session.add(user)
+    session.flush()
+    token = new_secret()
+    session.add(ApiToken(user_id=user.id, token_hash=hash_secret(token), name="cli"))
+    session.commit()
+    click.echo(f"user {username} ({role}) created")
+    click.echo(f"token: {token}")
+    click.echo("Keep the token safe: it is shown only this once.", err=True)
+
+
+@main.group("token")
+def token_group() -> None:
+    """API tokens."""
+
+
+@token_group.command("add")
+@click.argument("username")
+@with_appcontext
+def token_add(username: str) -> None:
+    """Issue another token for an existing user."""
+    from service.auth import hash_secret, new_secret
+    from service.db import get_session
+
+    session = get_session()
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    token = new_secret()
+    session.add(ApiToken(user_id=user.id, token_hash=hash_secret(token), name="cli"))
+    session.commit()
+    click.echo(f"token: {token}")
+
+
+@token_group.command("revoke")
+@click.argument("token")
+@with_appcontext
+def token_revoke(token: str) -> None:
+    """Revoke a token (give the token itself)."""
+    from service.auth import hash_secret
+    from service.db import get_session
+
+    session = get_session()
+    updated = session.execute(text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h "
+                                   "AND revoked_at IS NULL"), {"h": hash_secret(token)}).rowcount
+    session.commit()
+    if not updated:
+        raise click.ClickException("no such active token")
+    click.echo("token revoked")
+
+
+@main.command("run")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), show_default="$PORT or 5000",
+              type=int)
+@click.option("--workers", default=lambda: int(os.environ.get("WEB_CONCURRENCY", "3")), type=int,
+              show_default="$WEB_CONCURRENCY or 3")
+def run_command(host: str, port: int, workers: int) -> None:
+    """Serve the app with gunicorn."""
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--access-logfile", "-", "--forwarded-allow-ips", "127.0.0.1", "service.app:create_app()"]
+    os.execv(sys.executable, argv)
+
+
+if __name__ == "__main__":
+    main()

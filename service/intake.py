@@ -1,0 +1,221 @@
+"""Report intake and triage: the rules, carried out in the request's session.
+
+Helpers here ``flush()`` but never ``commit()``: the view owns the unit of work.
+Creation is idempotent on the client-generated id (ODK Central's instance-ID
+rule): the same id with the same content is a harmless resend, the same id with
+other content is a conflict. The insert uses ``ON CONFLICT DO NOTHING`` on the
+primary key, so concurrent resends cannot both insert (no check-then-insert).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from flask_babel import gettext as _
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from service import queries
+from service.auth import hash_secret, new_secret
+from service.errors import ApiError
+from service.models import Category, Photo, Report, ReportEvent, ReportPhoto, User
+from service.photos import StoredPhoto
+from service.references import normalise_reference, reference_for
+
+MAX_PHOTOS_PER_REPORT = 6
+CLOSED_STATUSES = ("resolved", "rejected", "duplicate")
+
+
+@dataclass(frozen=True)
+class CreatedReport:
+    report: Report
+    tracking_token: str | None
+    replayed: bool
+
+
+def canonical_payload_hash(payload: dict[str, Any]) -> str:
+    """sha256 of the payload as the client meant it: sorted keys, no client_id, UTC times."""
+    def default(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc).isoformat()
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        raise TypeError(type(value))
+
+    content = {k: v for k, v in payload.items() if k != "client_id"}
+    return hashlib.sha256(orjson.dumps(content, default=default, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def active_category(session: Session, code: str) -> Category:
+    category = session.get(Category, code)
+    if category is None:
+        raise ApiError("report.unknown_category", _("There is no category %(code)s.", code=code),
+                       errors={"category": [_("Unknown category.")]})
+    if not category.active:
+        raise ApiError("report.inactive_category", _("The category %(code)s is no longer in use.", code=code),
+                       errors={"category": [_("Inactive category.")]})
+    return category
+
+
+def observed_time_flag(observed_at: datetime, now: datetime, future_tolerance: timedelta) -> str | None:
+    """Phone clocks are wrong: keep the time, but flag one that cannot be true."""
+    if observed_at > now + future_tolerance:
+        return "future"
+    if observed_at < now - timedelta(days=366 * 5):
+        return "too_old"
+    return None
+
+
+def create_report(session: Session, payload: dict[str, Any], *, source: str, user: User | None,
+                  now: datetime, future_tolerance: timedelta) -> CreatedReport:
+    """Store a new report, or recognise a resend of one already stored."""
+    category = active_category(session, payload["category"])
+    lon, lat = payload["location"]["coordinates"]
+    match = queries.locate_point(session, lon, lat)
+    if match is None:
+        names = ", ".join(queries.service_area_names(session))
+        raise ApiError("report.outside_service_area",
+                       _("This place is outside the areas civicmap serves (%(areas)s).", areas=names),
+                       errors={"location": [_("Outside the service areas.")]})
+
+    report_id = payload.get("client_id") or uuid.uuid4()
+    payload_hash = canonical_payload_hash(payload)
+    observed_at = payload.get("observed_at") or now
+    token = new_secret("trk_")
+    contact = payload.get("contact") or {}
+    (number,) = queries.next_reference_numbers(session, 1)
+    values = {
+        "id": report_id,
+        "reference": reference_for(match.city_code, number),
+        "category_code": category.code,
+        "description": payload.get("description", ""),
+        "landmark": payload.get("landmark", ""),
+        "location": f"SRID=4326;POINT({lon!r} {lat!r})",
+        "accuracy_m": payload.get("accuracy_m"),
+        "city_id": match.city_id,
+        "district_id": match.district_id,
+        "commune_id": match.commune_id,
+        "status": "new",
+        "source": source,
+        "observed_at": observed_at,
+        "observed_at_flag": observed_time_flag(observed_at, now, future_tolerance),
+        "received_at": now,
+        "updated_at": now,
+        "version": 1,
+        "payload_sha256": payload_hash,
+        "contact_name": contact.get("name"),
+        "contact_phone": contact.get("phone"),
+        "contact_email": contact.get("email"),
+        "contact_consent": bool(contact.get("consent")),
+        "tracking_token_hash": hash_secret(token),
+        "created_by": user.id if user else None,
+    }
+    inserted = session.execute(
+        insert(Report).values(values).on_conflict_do_nothing(index_elements=["id"]).returning(Report.id)
+    ).scalar()
+    if inserted is None:
+        existing = session.get(Report, report_id, populate_existing=True)
+        assert existing is not None  # the conflict was on this id
+        if existing.payload_sha256 != payload_hash:
+            raise ApiError("report.client_id_conflict",
+                           _("A different report was already sent with this client_id."), 409,
+                           extra={"id": str(existing.id), "reference": existing.reference})
+        return CreatedReport(existing, None, True)
+
+    session.add(ReportEvent(report_id=report_id, actor_id=values["created_by"],
+                            actor_role=user.role if user else "resident", old_status=None, new_status="new",
+                            note=""))
+    session.flush()
+    report = session.get(Report, report_id)
+    assert report is not None
+    return CreatedReport(report, token, False)
+
+
+def find_report(session: Session, id_or_reference: str, *, for_update: bool = False) -> Report:
+    """A report by UUID or by its public reference, or a 404."""
+    stmt = select(Report)
+    try:
+        stmt = stmt.where(Report.id == uuid.UUID(id_or_reference))
+    except ValueError:
+        stmt = stmt.where(Report.reference == normalise_reference(id_or_reference))
+    if for_update:
+        stmt = stmt.with_for_update()
+    report = session.scalars(stmt).first()
+    if report is None:
+        raise ApiError("report.not_found", _("There is no report %(ref)s.", ref=id_or_reference), 404)
+    return report
+
+
+def change_status(session: Session, report: Report, *, new_status: str, note: str, expected_version: int,
+                  duplicate_of: str | None, actor: User, now: datetime) -> Report:
+    """Move a report to a new status, recording the event; stale versions are refused."""
+    original_id = None
+    if new_status == "duplicate":
+        if not duplicate_of:
+            raise ApiError("report.duplicate_of_required", _("Say which report this one duplicates."),
+                           errors={"duplicate_of": [_("Required with status duplicate.")]})
+        original = find_report(session, duplicate_of)
+        seen: set[uuid.UUID] = set()
+        while original.duplicate_of is not None and original.id not in seen:  # point at the root
+            seen.add(original.id)
+            original = session.get(Report, original.duplicate_of) or original
+        if original.id == report.id:
+            raise ApiError("report.duplicate_of_self", _("A report cannot duplicate itself."),
+                           errors={"duplicate_of": [_("Same report.")]})
+        original_id = original.id
+    elif duplicate_of:
+        raise ApiError("report.duplicate_of_unexpected", _("duplicate_of goes only with status duplicate."),
+                       errors={"duplicate_of": [_("Only with status duplicate.")]})
+
+    old_status = report.status
+    values: dict[str, Any] = {
+        "status": new_status,
+        "duplicate_of": original_id,
+        "version": Report.version + 1,
+        "updated_at": now,
+    }
+    if old_status == "new" and new_status != "new" and report.acknowledged_at is None:
+        values["acknowledged_at"] = now
+    if new_status in CLOSED_STATUSES:
+        values["closed_at"] = report.closed_at if old_status in CLOSED_STATUSES else now
+    else:
+        values["closed_at"] = None
+    # Compare-and-set on the version: two moderators cannot both win.
+    done = session.execute(
+        update(Report).where(Report.id == report.id, Report.version == expected_version).values(values)
+        .returning(Report.version)
+    ).scalar()
+    if done is None:
+        session.refresh(report)
+        raise ApiError("report.version_conflict",
+                       _("Someone changed this report first (version %(v)s); reload and try again.",
+                         v=report.version), 409, extra={"current_version": report.version})
+    session.add(ReportEvent(report_id=report.id, actor_id=actor.id, actor_role=actor.role, old_status=old_status,
+                            new_status=new_status, note=note))
+    session.flush()
+    session.refresh(report)
+    return report
+
+
+def attach_photo(session: Session, report: Report, photo: StoredPhoto) -> None:
+    """Store a sanitised photo (once per content) and link it to the report (once)."""
+    linked = session.scalar(
+        select(ReportPhoto.photo_sha256).where(ReportPhoto.report_id == report.id,
+                                               ReportPhoto.photo_sha256 == photo.sha256))
+    if linked is not None:
+        return
+    count = len(session.scalars(select(ReportPhoto.photo_sha256).where(ReportPhoto.report_id == report.id)).all())
+    if count >= MAX_PHOTOS_PER_REPORT:
+        raise ApiError("photo.too_many", _("A report can have at most %(n)s photos.", n=MAX_PHOTOS_PER_REPORT), 422)
+    session.execute(insert(Photo).values(
+        sha256=photo.sha256, content=photo.content, mime=photo.mime, width=photo.width, height=photo.height,
+        byte_size=len(photo.content)).on_conflict_do_nothing(index_elements=["sha256"]))
+    session.execute(insert(ReportPhoto).values(report_id=report.id, photo_sha256=photo.sha256)
+                    .on_conflict_do_nothing())
+    session.flush()

@@ -1,0 +1,188 @@
+"""All SQL that touches geometry or reads in bulk lives here, never in views.
+
+Functions take a SQLAlchemy ``Session`` (or ``Connection``) and plain values,
+and return plain rows or JSON text. Parameters are always bound, never
+interpolated; the few identifiers chosen at run time come from fixed tables.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.orm import Session
+
+Executor = Session | Connection
+
+# Public columns of a report, shared by the single view and the list.
+_PUBLIC_REPORT_SELECT = """
+    SELECT r.id, r.reference, r.category_code, c.label_en AS category_label_en, c.label_km AS category_label_km,
+           r.description, r.landmark, ST_X(r.location) AS lon, ST_Y(r.location) AS lat, r.accuracy_m,
+           r.status, dup.reference AS duplicate_of_reference, r.source, r.observed_at, r.observed_at_flag,
+           r.received_at, r.updated_at, r.version,
+           city.code AS city_code, city.name_en AS city_name_en, city.name_km AS city_name_km,
+           d.code AS district_code, d.name_en AS district_name_en, d.name_km AS district_name_km,
+           cm.code AS commune_code, cm.name_en AS commune_name_en, cm.name_km AS commune_name_km,
+           COALESCE((SELECT array_agg(rp.photo_sha256 ORDER BY rp.added_at, rp.photo_sha256)
+                     FROM report_photos rp WHERE rp.report_id = r.id), '{}') AS photos
+    FROM reports r
+    JOIN categories c ON c.code = r.category_code
+    JOIN areas city ON city.id = r.city_id
+    LEFT JOIN areas d ON d.id = r.district_id
+    LEFT JOIN areas cm ON cm.id = r.commune_id
+    LEFT JOIN reports dup ON dup.id = r.duplicate_of
+"""
+
+
+@dataclass(frozen=True)
+class AreaMatch:
+    """The areas a point falls in, one per level (district/commune may be missing)."""
+
+    city_id: int
+    city_code: str
+    district_id: int | None
+    commune_id: int | None
+
+
+def locate_point(db: Executor, lon: float, lat: float) -> AreaMatch | None:
+    """Which city, khan and sangkat cover a point: one GiST-indexed query."""
+    rows = db.execute(
+        text(
+            "SELECT id, level, code FROM areas "
+            "WHERE ST_Covers(geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)) "
+            "ORDER BY CASE level WHEN 'city' THEN 0 WHEN 'district' THEN 1 ELSE 2 END, id"
+        ),
+        {"lon": lon, "lat": lat},
+    ).all()
+    by_level: dict[str, Row[Any]] = {}
+    for row in rows:
+        by_level.setdefault(row.level, row)
+    city = by_level.get("city")
+    if city is None:
+        return None
+    district = by_level.get("district")
+    commune = by_level.get("commune")
+    return AreaMatch(city.id, city.code, district.id if district else None, commune.id if commune else None)
+
+
+def service_area_names(db: Executor) -> list[str]:
+    return list(db.scalars(text("SELECT name_en FROM areas WHERE level = 'city' ORDER BY name_en")))
+
+
+def next_reference_numbers(db: Executor, count: int) -> list[int]:
+    return list(db.scalars(text("SELECT nextval('report_reference_seq') FROM generate_series(1, :n)"), {"n": count}))
+
+
+def public_report(db: Executor, *, report_id: uuid.UUID | None = None, reference: str | None = None,
+                  include_hidden: bool = False) -> Row[Any] | None:
+    """One report's public columns, by id or by reference."""
+    where = "r.id = :id" if report_id is not None else "r.reference = :reference"
+    if not include_hidden:
+        where += " AND NOT r.hidden"
+    return db.execute(text(f"{_PUBLIC_REPORT_SELECT} WHERE {where}"),
+                      {"id": report_id, "reference": reference}).first()
+
+
+def report_history(db: Executor, report_id: uuid.UUID) -> Sequence[Row[Any]]:
+    """The public history: when the status changed and what the city said."""
+    return db.execute(
+        text("SELECT at, old_status, new_status, note, actor_role FROM report_events "
+             "WHERE report_id = :id ORDER BY id"),
+        {"id": report_id},
+    ).all()
+
+
+@dataclass(frozen=True)
+class AreaRef:
+    id: int
+    level: str
+    code: str
+
+
+_AREA_COLUMNS = {"city": "city_id", "district": "district_id", "commune": "commune_id"}
+
+
+@dataclass(frozen=True)
+class ReportFilters:
+    """Filters shared by the report list (and later the layers and exports)."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    categories: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    area: AreaRef | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _filter_sql(filters: ReportFilters, params: dict[str, Any]) -> list[str]:
+    clauses = ["NOT r.hidden"]
+    if filters.bbox is not None:
+        clauses.append("r.location && ST_MakeEnvelope(:min_lon, :min_lat, :max_lon, :max_lat, 4326)")
+        params.update(zip(("min_lon", "min_lat", "max_lon", "max_lat"), filters.bbox))
+    if filters.categories:
+        # A top-level code ("waste") matches all its subtypes ("waste.burning").
+        clauses.append("(r.category_code = ANY(:categories) OR split_part(r.category_code, '.', 1) = ANY(:categories))")
+        params["categories"] = list(filters.categories)
+    if filters.statuses:
+        clauses.append("r.status = ANY(:statuses)")
+        params["statuses"] = list(filters.statuses)
+    if filters.area is not None:
+        # The column comes from a fixed table, so each level uses its own index.
+        clauses.append(f"r.{_AREA_COLUMNS[filters.area.level]} = :area_id")
+        params["area_id"] = filters.area.id
+    if filters.since is not None:
+        clauses.append("r.received_at >= :since")
+        params["since"] = filters.since
+    if filters.until is not None:
+        clauses.append("r.received_at < :until")
+        params["until"] = filters.until
+    return clauses
+
+
+def list_public_reports(db: Executor, filters: ReportFilters, limit: int,
+                        after: tuple[datetime, uuid.UUID] | None = None) -> Sequence[Row[Any]]:
+    """Newest first, keyset-paginated on (received_at, id): no OFFSET, no COUNT(*)."""
+    params: dict[str, Any] = {"limit": limit}
+    clauses = _filter_sql(filters, params)
+    if after is not None:
+        clauses.append("(r.received_at, r.id) < (:after_at, :after_id)")
+        params["after_at"], params["after_id"] = after
+    sql = f"{_PUBLIC_REPORT_SELECT} WHERE {' AND '.join(clauses)} ORDER BY r.received_at DESC, r.id DESC LIMIT :limit"
+    return db.execute(text(sql), params).all()
+
+
+def find_area(db: Executor, code: str) -> AreaRef | None:
+    row = db.execute(text("SELECT id, level, code FROM areas WHERE code = :code"), {"code": code}).first()
+    return AreaRef(row.id, row.level, row.code) if row else None
+
+
+def areas_geojson(db: Executor, level: str | None = None, parent_code: str | None = None) -> str:
+    """All areas (optionally one level, or the children of one area) as GeoJSON, built in PostGIS."""
+    clauses, params = ["TRUE"], {}
+    if level is not None:
+        clauses.append("a.level = :level")
+        params["level"] = level
+    if parent_code is not None:
+        clauses.append("p.code = :parent_code")
+        params["parent_code"] = parent_code
+    sql = f"""
+        SELECT json_build_object(
+            'type', 'FeatureCollection',
+            'attribution', 'Boundaries: geoBoundaries (CC BY 4.0)',
+            'features', COALESCE(json_agg(json_build_object(
+                'type', 'Feature',
+                'id', a.code,
+                'geometry', ST_AsGeoJSON(a.geom, 6)::json,
+                'properties', json_build_object(
+                    'code', a.code, 'level', a.level, 'parent', p.code,
+                    'name_en', a.name_en, 'name_km', a.name_km)
+            ) ORDER BY a.level, a.code), '[]'::json)
+        )::text
+        FROM areas a LEFT JOIN areas p ON p.id = a.parent_id
+        WHERE {' AND '.join(clauses)}
+    """
+    return db.scalar(text(sql), params)

@@ -1,0 +1,1 @@
+"""HTTP resources under /api/v1: one flask-smorest Blueprint per resource."""

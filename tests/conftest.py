@@ -1,0 +1,135 @@
+"""Shared fixtures: a real PostGIS database per test session, a rolled-back transaction per test.
+
+The session database is created fresh (``civicmap_test_<pid>``), migrated with
+Alembic and loaded with the sample areas and categories, then dropped at the
+end. Each test runs inside an outer transaction that is rolled back, and the
+app's request sessions join it through savepoints, so a view's ``commit()``
+is real to the view but invisible to the next test.
+
+Set ``CIVICMAP_TEST_DATABASE_URL`` (any database on the server to use; the
+name is replaced) or ``DATABASE_URL``; the default is the local server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import sessionmaker
+
+from service import db
+from service.app import create_app
+from service.auth import hash_secret, new_secret
+from service.cli import upgrade_database
+from service.config import Config, normalise_database_url
+from service.dbadmin import drop_database, ensure_database
+from service.models import ApiToken, User
+from service.seed import load_areas, load_categories
+
+DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    base = os.environ.get("CIVICMAP_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_SERVER
+    url = make_url(normalise_database_url(base)).set(database=f"civicmap_test_{os.getpid()}")
+    rendered = url.render_as_string(hide_password=False)
+    drop_database(url)
+    ensure_database(url)
+    engine = create_engine(url)
+    upgrade_database(engine)
+    with engine.begin() as conn:
+        load_areas(conn)
+        load_categories(conn)
+    engine.dispose()
+    yield rendered
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def config(database_url: str) -> Config:
+    base = Config.from_env()
+    return dataclasses.replace(base, database_url=database_url, max_body_bytes=64 * 1024,
+                               max_photo_bytes=2 * 1024 * 1024, max_photo_pixels=30_000_000)
+
+
+@pytest.fixture()
+def connection(engine: Engine) -> Iterator[Connection]:
+    """A connection whose outer transaction is rolled back after the test."""
+    conn = engine.connect()
+    outer = conn.begin()
+    yield conn
+    if outer.is_active:
+        outer.rollback()
+    conn.close()
+
+
+@pytest.fixture()
+def app(config: Config, engine: Engine, connection: Connection) -> Flask:
+    app = create_app(config, engine=engine, TESTING=True)
+    db.bind_session_factory(app, sessionmaker(bind=connection, join_transaction_mode="create_savepoint",
+                                              expire_on_commit=False))
+    return app
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture()
+def make_token(connection: Connection) -> Callable[..., str]:
+    """Create a user with a role and return a working bearer token for them."""
+    session = sessionmaker(bind=connection, join_transaction_mode="create_savepoint")()
+    counter = iter(range(1_000_000))
+
+    def factory(role: str, *, active: bool = True, revoked: bool = False) -> str:
+        user = User(username=f"{role}-{next(counter)}", role=role, active=active)
+        session.add(user)
+        session.flush()
+        token = new_secret()
+        session.add(ApiToken(user_id=user.id, token_hash=hash_secret(token),
+                             revoked_at=None if not revoked else db_now(connection)))
+        session.commit()
+        return token
+
+    return factory
+
+
+def db_now(connection: Connection) -> object:
+    return connection.exec_driver_sql("SELECT now()").scalar()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture()
+def report_body() -> Callable[..., dict[str, object]]:
+    """A valid report body inside Phnom Penh (Doun Penh, near the Royal Palace)."""
+
+    def factory(**changes: object) -> dict[str, object]:
+        body: dict[str, object] = {
+            "category": "waste.overflowing_bin",
+            "description": "Bin full since Monday",
+            "location": {"type": "Point", "coordinates": [104.9282, 11.5625]},
+            "accuracy_m": 8,
+            "observed_at": "2026-11-20T08:30:00+07:00",
+        }
+        body.update(changes)
+        return body
+
+    return factory

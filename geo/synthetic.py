@@ -180,11 +180,13 @@ RESOLUTION_MEDIAN_DAYS: dict[str, float] = {
     "streetlight": 5.0,
     "light": 5.0,
     "pothole": 28.0,
+    "open_manhole": 3.0,
+    "missed_collection": 2.0,
 }
 """Median days from acknowledgement to resolution.
 
 Looked up by full category code first, then by any key contained in the
-code's leaf (``"street.broken_streetlight"`` matches ``"streetlight"``), then
+code's leaf (``"street.dark_streetlight"`` matches ``"streetlight"``), then
 by top-level code.
 """
 
@@ -388,8 +390,11 @@ def _area_probabilities(areas: Sequence[SeedArea]) -> np.ndarray:
 
 
 def _uniform_in_area(
-    rng: np.random.Generator, geometry: BaseGeometry, bounds: tuple[float, float, float, float],
-    acceptance: float, n: int,
+    rng: np.random.Generator,
+    geometry: BaseGeometry,
+    bounds: tuple[float, float, float, float],
+    acceptance: float,
+    n: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points uniformly inside ``geometry`` by batched rejection sampling."""
     min_lon, min_lat, max_lon, max_lat = bounds
@@ -507,7 +512,9 @@ def _hotspot_points(
     return lon, lat, filled
 
 
-def _points_in_area(rng: np.random.Generator, area: _AreaModel, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _points_in_area(
+    rng: np.random.Generator, area: _AreaModel, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points inside one commune: hotspot clusters plus uniform background."""
     n_hot = int(rng.binomial(n, HOTSPOT_SHARE))
     hot_lon, hot_lat, filled = _hotspot_points(rng, area, n_hot)
@@ -563,7 +570,9 @@ def distance_to_waterways_m(
     return best
 
 
-def _flood_boost(model: _Model, area_index: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+def _flood_boost(
+    model: _Model, area_index: np.ndarray, lon: np.ndarray, lat: np.ndarray
+) -> np.ndarray:
     """Multiplier on flooding categories, highest right next to water."""
     boost = np.ones(lon.size)
     row_city = model.area_city[area_index]
@@ -615,7 +624,12 @@ def _sample_categories(
 
 
 def _lognormal_seconds(
-    rng: np.random.Generator, median_s: np.ndarray | float, sigma: float, n: int, low: float, high: float
+    rng: np.random.Generator,
+    median_s: np.ndarray | float,
+    sigma: float,
+    n: int,
+    low: float,
+    high: float,
 ) -> np.ndarray:
     """Integer delays with the given median, clipped to [low, high] seconds."""
     values = np.exp(np.log(median_s) + sigma * rng.standard_normal(n))
@@ -646,10 +660,9 @@ def _sample_lifecycle(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Status, acknowledged_at and resolved_at (epoch seconds, NaT as int) as of ``end``."""
     n = received.size
-    triage = received + _lognormal_seconds(rng, 1.5 * _SECONDS_PER_DAY, 0.9, n, 900, 30 * _SECONDS_PER_DAY)
-    work = _lognormal_seconds(
-        rng, model.resolution_median_s[category], 0.8, n, 3600, 240 * _SECONDS_PER_DAY
-    )
+    day = _SECONDS_PER_DAY
+    triage = received + _lognormal_seconds(rng, 1.5 * day, 0.9, n, 900, 30 * day)
+    work = _lognormal_seconds(rng, model.resolution_median_s[category], 0.8, n, 3600, 240 * day)
     started = triage + work // 4
     closed = triage + work
 
@@ -679,7 +692,9 @@ def _as_datetime(epoch_s: np.ndarray) -> np.ndarray:
     return epoch_s.astype(np.int64).view("datetime64[s]")
 
 
-def _generate_chunk(rng: np.random.Generator, model: _Model, n: int, start_s: int, end_s: int) -> SyntheticChunk:
+def _generate_chunk(
+    rng: np.random.Generator, model: _Model, n: int, start_s: int, end_s: int
+) -> SyntheticChunk:
     """One chunk of ``n`` complete reports."""
     area_index, lon, lat = _sample_locations(rng, model, n)
     observed = _sample_observed_at(rng, n, start_s, end_s)

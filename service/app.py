@@ -11,11 +11,13 @@ from typing import Any
 
 from flask import Flask, abort, request, send_from_directory
 from flask_babel import Babel
+from flask_babel import gettext as _
 from flask_smorest import Api
 from sqlalchemy.engine import Engine
 
 from service import db, errors
 from service.config import Config
+from service.errors import ApiError
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED_LOCALES = ("en", "km")
@@ -59,6 +61,15 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
         """
         if request.mimetype != "multipart/form-data":
             request.max_content_length = config.max_body_bytes
+
+    @app.before_request
+    def _refuse_encoded_bodies() -> None:
+        """Compressed bodies are taken only where a route inflates them itself, with a limit."""
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity" and not getattr(app.view_functions.get(request.endpoint or ""),
+                                                  "accepts_gzip", False):
+            raise ApiError("request.unsupported_encoding",
+                           _("This address takes uncompressed bodies only."), 415)
 
     @app.get("/api/v1/docs/assets/<path:filename>")
     def docs_assets(filename: str) -> Any:

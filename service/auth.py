@@ -50,7 +50,7 @@ def secrets_equal(a: str, b: str) -> bool:
 
 def bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    scheme, _sep, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         if header:
             raise ApiError("auth.malformed", _("Send the token as 'Authorization: Bearer <token>'."), 401,

@@ -34,6 +34,14 @@ from service.schemas import (
 blp = Blueprint("reports", __name__, url_prefix="/api/v1", description="Report intake, tracking and triage")
 
 
+@blp.before_request
+def _json_bodies_only() -> None:
+    if request.method in ("POST", "PUT", "PATCH") and request.endpoint != "reports.ReportPhotos" \
+            and not request.is_json:
+        raise ApiError("request.unsupported_media_type", _("Send the body as JSON (Content-Type: application/json)."),
+                       415)
+
+
 def _area(row: Row[Any], level: str) -> dict[str, str] | None:
     code = getattr(row, f"{level}_code")
     if code is None:

@@ -145,7 +145,7 @@ def find_report(session: Session, id_or_reference: str, *, for_update: bool = Fa
     except ValueError:
         stmt = stmt.where(Report.reference == normalise_reference(id_or_reference))
     if for_update:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(of=Report)
     report = session.scalars(stmt).first()
     if report is None:
         raise ApiError("report.not_found", _("There is no report %(ref)s.", ref=id_or_reference), 404)

@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from geo.coordinates import CoordinateError, validate_lon_lat
+from service.messages import translated
 from service.models import DESCRIPTION_MAX, LANDMARK_MAX, REPORT_STATUSES
 
 SERVER_OWNED_FIELDS = ("id", "status", "version", "received_at", "updated_at", "hidden", "reference",
@@ -46,7 +47,7 @@ class PointSchema(StrictSchema):
         try:
             data["coordinates"] = list(validate_lon_lat(coords[0], coords[1]))
         except CoordinateError as exc:
-            raise ValidationError({"coordinates": [exc.message]}) from exc
+            raise ValidationError({"coordinates": [translated(exc.error, exc.message)]}) from exc
 
 
 class ContactSchema(StrictSchema):

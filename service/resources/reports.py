@@ -19,6 +19,7 @@ from service import queries
 from service.auth import current_user, hash_secret, require_roles, secrets_equal
 from service.db import get_session
 from service.errors import ApiError
+from service.messages import translated
 from service.intake import attach_photo, change_status, create_report, find_report
 from service.photos import PhotoRejected, sanitise_photo
 from service.schemas import (
@@ -111,7 +112,8 @@ def _filters(args: dict[str, Any]) -> queries.ReportFilters:
         try:
             box = parse_bbox(args["bbox"])
         except CoordinateError as exc:
-            raise ApiError(exc.error, exc.message, 400, errors={"bbox": [exc.message]}) from exc
+            message = translated(exc.error, exc.message)
+            raise ApiError(exc.error, message, 400, errors={"bbox": [exc.message]}) from exc
         bbox = (box.min_lon, box.min_lat, box.max_lon, box.max_lat)
     statuses = tuple(args.get("status", ()))
     unknown = [s for s in statuses if s not in REPORT_STATUSES]
@@ -248,7 +250,8 @@ class ReportPhotos(MethodView):
                 photo = sanitise_photo(data, max_bytes=cfg.max_photo_bytes, max_pixels=cfg.max_photo_pixels,
                                        max_edge=cfg.photo_max_edge)
             except PhotoRejected as exc:
-                raise ApiError(exc.error, exc.message, exc.status, errors={"photo": [exc.message]}) from exc
+                message = translated(exc.error, exc.message)
+                raise ApiError(exc.error, message, exc.status, errors={"photo": [message]}) from exc
             attach_photo(session, report, photo)
             stored.append({"sha256": photo.sha256, "url": url_for("photos.photo", sha256=photo.sha256),
                            "width": photo.width, "height": photo.height, "bytes": len(photo.content)})

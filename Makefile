@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 service/translations/km/LC_MESSAGES/messages.mo: service/translations/km/LC_MESSAGES/messages.po $(BIN)/.installed
-	$(BIN)/pybabel compile -q -d service/translations
+	$(BIN)/pybabel compile -d service/translations
 
 install: $(BIN)/.installed service/translations/km/LC_MESSAGES/messages.mo
 

@@ -82,11 +82,18 @@ def load_areas(conn: Connection, data_dir: Path = SAMPLE_DATA) -> int:
                                                     names_km.get(p["name"], ""), p.get("source_id"),
                                                     _multi(shape(f["geometry"])).wkb_hex), code)
             count += 1
+        seen: dict[str, int] = {}
         for f in communes:
             p = f["properties"]
             parent_id, parent_code = district_ids[p["parent"]]
-            _upsert_area(conn, f"{parent_code}-{slug(p['name'])}", "commune", parent_id, p["name"],
-                         p.get("name_km", ""), p.get("source_id"), _multi(shape(f["geometry"])).wkb_hex)
+            code = f"{parent_code}-{slug(p['name'])}"
+            # Some boundary files repeat a name in one khan (geoBoundaries has three
+            # "Boeng Keng Kang Ti *"): number the repeats in file order so none is lost.
+            seen[code] = seen.get(code, 0) + 1
+            if seen[code] > 1:
+                code = f"{code}-{seen[code]}"
+            _upsert_area(conn, code, "commune", parent_id, p["name"], p.get("name_km", ""), p.get("source_id"),
+                         _multi(shape(f["geometry"])).wkb_hex)
             count += 1
     return count
 

@@ -1,0 +1,123 @@
+"""The civicmap CLI and the sample-data seeder, end to end on a fresh database."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from service.app import create_app
+from service.config import Config
+from service.dbadmin import drop_database, ensure_database
+
+
+@pytest.fixture(scope="module")
+def fresh_url(database_url: str) -> Iterator[str]:
+    url = make_url(database_url).set(database=f"civicmap_cli_{os.getpid()}")
+    drop_database(url)
+    ensure_database(url)
+    yield url.render_as_string(hide_password=False)
+    drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def runner(fresh_url: str):
+    config = dataclasses.replace(Config.from_env(), database_url=fresh_url)
+    app = create_app(config)
+    yield app.test_cli_runner()
+    app.extensions["civicmap.engine"].dispose()
+
+
+@pytest.fixture(scope="module")
+def seeded(runner, fresh_url):
+    from service.cli import main
+
+    upgrade = runner.invoke(main, ["db", "upgrade"])
+    assert upgrade.exit_code == 0, upgrade.output
+    seed = runner.invoke(main, ["seed", "--count", "3000", "--seed", "7"])
+    assert seed.exit_code == 0, seed.output
+    engine = create_engine(fresh_url)
+    yield engine, seed.output
+    engine.dispose()
+
+
+def test_seed_loads_areas_categories_reports(seeded):
+    engine, output = seeded
+    assert "reports added: 3000" in output
+    with engine.connect() as conn:
+        levels = dict(conn.execute(text("SELECT level, count(*) FROM areas GROUP BY level")).all())
+        assert levels == {"city": 2, "district": 13, "commune": 101}
+        assert conn.scalar(text("SELECT count(*) FROM categories WHERE parent_code IS NULL")) == 4
+        assert conn.scalar(text("SELECT count(*) FROM reports")) == 3000
+
+
+def test_seeded_reports_lie_in_their_sangkat_and_khan(seeded):
+    engine, _ = seeded
+    with engine.connect() as conn:
+        misplaced = conn.scalar(text("""
+            SELECT count(*) FROM reports r JOIN areas c ON c.id = r.commune_id JOIN areas d ON d.id = r.district_id
+            WHERE NOT ST_Covers(c.geom, r.location) OR c.parent_id <> d.id OR d.parent_id <> r.city_id"""))
+        assert misplaced == 0
+
+
+def test_seeded_histories_are_plausible(seeded):
+    engine, _ = seeded
+    with engine.connect() as conn:
+        bad_times = conn.scalar(text("""
+            SELECT count(*) FROM reports WHERE received_at < observed_at OR acknowledged_at < received_at
+               OR closed_at < received_at OR (status IN ('resolved', 'rejected')) <> (closed_at IS NOT NULL)"""))
+        assert bad_times == 0
+        first_not_new = conn.scalar(text("""
+            SELECT count(*) FROM reports r WHERE (SELECT new_status FROM report_events e WHERE e.report_id = r.id
+                                                  ORDER BY id LIMIT 1) <> 'new'"""))
+        assert first_not_new == 0
+        last_differs = conn.scalar(text("""
+            SELECT count(*) FROM reports r WHERE (SELECT new_status FROM report_events e WHERE e.report_id = r.id
+                                                  ORDER BY id DESC LIMIT 1) <> r.status"""))
+        assert last_differs == 0
+        statuses = set(conn.scalars(text("SELECT DISTINCT status FROM reports")))
+        assert {"new", "resolved"} <= statuses
+        refs = conn.execute(text("SELECT count(DISTINCT reference), count(*) FROM reports")).one()
+        assert refs[0] == refs[1]
+        # Dense central Phnom Penh gets more reports per km² than the outskirts.
+        density = dict(conn.execute(text("""
+            SELECT d.name_en, count(r.*) / (ST_Area(d.geom::geography) / 1e6) FROM areas d
+            LEFT JOIN reports r ON r.district_id = d.id WHERE d.level = 'district' GROUP BY d.id""")).all())
+        assert density["Doun Penh"] > 3 * density["Dangkao"]
+
+
+def test_seed_again_with_if_empty_adds_nothing(runner, seeded):
+    from service.cli import main
+
+    engine, _ = seeded
+    result = runner.invoke(main, ["seed", "--if-empty"])
+    assert result.exit_code == 0 and "not adding more" in result.output
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM reports")) == 3000
+
+
+def test_user_add_prints_a_working_token(runner, seeded, fresh_url):
+    from service.cli import main
+
+    result = runner.invoke(main, ["user", "add", "sophea", "--role", "moderator"])
+    assert result.exit_code == 0, result.output
+    token = next(line.split(": ", 1)[1] for line in result.output.splitlines() if line.startswith("token: "))
+    config = dataclasses.replace(Config.from_env(), database_url=fresh_url)
+    app = create_app(config)
+    client = app.test_client()
+    report = client.get("/api/v1/reports?limit=1").get_json()["items"][0]
+    response = client.patch(f"/api/v1/reports/{report['id']}/status", headers={"Authorization": f"Bearer {token}"},
+                            json={"status": report["status"], "note": "checked", "version": report["version"]})
+    assert response.status_code == 200, response.get_json()
+    again = runner.invoke(main, ["user", "add", "sophea", "--role", "moderator"])
+    assert again.exit_code != 0 and "exists already" in again.output
+    revoke = runner.invoke(main, ["token", "revoke", token])
+    assert revoke.exit_code == 0
+    refused = client.patch(f"/api/v1/reports/{report['id']}/status", headers={"Authorization": f"Bearer {token}"},
+                           json={"status": "resolved", "version": report["version"] + 1})
+    assert refused.status_code == 401
+    app.extensions["civicmap.engine"].dispose()

@@ -14,6 +14,7 @@ from flask_babel import Babel
 from flask_babel import gettext as _
 from flask_smorest import Api
 from sqlalchemy.engine import Engine
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import db, errors
 from service.config import Config
@@ -59,8 +60,16 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
         Flask refuses a body over ``max_content_length`` with 413 as soon as it
         is read, before any parsing, including chunked bodies with no Content-Length.
         """
-        if request.mimetype != "multipart/form-data":
-            request.max_content_length = config.max_body_bytes
+        if request.mimetype == "multipart/form-data":
+            return
+        limit = config.max_body_bytes
+        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+            # Chunked: werkzeug stops reading quietly at the limit, which would hand the
+            # parser a truncated body. Read one byte more ourselves and say 413 plainly.
+            request.max_content_length = limit + 1
+            if len(request.get_data(cache=True)) > limit:
+                raise RequestEntityTooLarge()
+        request.max_content_length = limit
 
     @app.before_request
     def _refuse_encoded_bodies() -> None:

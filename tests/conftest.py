@@ -133,3 +133,50 @@ def report_body() -> Callable[..., dict[str, object]]:
         return body
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url: str) -> Iterator[str]:
+    """The real thing: gunicorn serving the app on a free port, on a database of its own."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    url = make_url(database_url).set(database=f"civicmap_live_{os.getpid()}")
+    drop_database(url)
+    ensure_database(url)
+    engine = create_engine(url)
+    upgrade_database(engine)
+    with engine.begin() as conn:
+        load_areas(conn)
+        load_categories(conn)
+    engine.dispose()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False), "MAX_BODY_BYTES": "65536"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "service.app:create_app()"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start: {process.stderr.read().decode()[-2000:]}")
+                time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+        process.stderr.close()
+        drop_database(url)

@@ -1,0 +1,67 @@
+"""Against real gunicorn over real sockets: what the test client cannot show."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from urllib.parse import urlsplit
+
+KHMER = "ផ្លូវលិចទឹក ជ្រៅប្រហែល ៣០ សង់ទីម៉ែត្រ"
+
+
+def request(base: str, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None, chunks: list[bytes] | None = None) -> tuple[int, bytes, dict]:
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        if chunks is not None:
+            conn.putrequest(method, path)
+            for name, value in (headers or {}).items():
+                conn.putheader(name, value)
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            try:
+                for chunk in chunks:
+                    conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                conn.send(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may answer 413 and close before we finish sending
+        else:
+            conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def test_khmer_report_round_trips_through_gunicorn(live_server):
+    body = {"category": "flooding.flooded_road", "description": KHMER,
+            "location": {"type": "Point", "coordinates": [104.9160, 11.5564]}}
+    raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    status, data, _ = request(live_server, "POST", "/api/v1/reports", raw, {"Content-Type": "application/json"})
+    assert status == 201, data
+    reference = json.loads(data)["reference"]
+    status, data, headers = request(live_server, "GET", f"/api/v1/reports/{reference}")
+    assert status == 200
+    assert KHMER.encode("utf-8") in data
+    assert headers["Content-Type"].startswith("application/json")
+
+
+def test_chunked_body_over_the_limit_is_413(live_server):
+    status, data, _ = request(live_server, "POST", "/api/v1/reports", headers={"Content-Type": "application/json"},
+                              chunks=[b" " * 8192] * 16)
+    assert status == 413
+    assert json.loads(data)["error"] == "request.too_large"
+
+
+def test_content_length_over_the_limit_is_413(live_server):
+    status, data, _ = request(live_server, "POST", "/api/v1/reports", b"[" * 70_000,
+                              {"Content-Type": "application/json"})
+    assert status == 413
+    assert json.loads(data)["error"] == "request.too_large"
+
+
+def test_unexpected_path_is_json_not_html(live_server):
+    status, data, headers = request(live_server, "GET", "/api/v1/does-not-exist")
+    assert status == 404 and headers["Content-Type"] == "application/json"
+    assert json.loads(data)["error"] == "not_found"

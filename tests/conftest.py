@@ -136,15 +136,8 @@ def report_body() -> Callable[..., dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
-def live_server(database_url: str) -> Iterator[str]:
-    """The real thing: gunicorn serving the app on a free port, on a database of its own."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
+def live_database_url(database_url: str) -> Iterator[str]:
+    """A database of the live server's own, since it commits what tests send it."""
     url = make_url(database_url).set(database=f"civicmap_live_{os.getpid()}")
     drop_database(url)
     ensure_database(url)
@@ -154,10 +147,24 @@ def live_server(database_url: str) -> Iterator[str]:
         load_areas(conn)
         load_categories(conn)
     engine.dispose()
+    yield url.render_as_string(hide_password=False)
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def live_server(live_database_url: str) -> Iterator[str]:
+    """The real thing: gunicorn serving the app on a free port."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False), "MAX_BODY_BYTES": "65536"}
+    env = {**os.environ, "DATABASE_URL": live_database_url, "MAX_BODY_BYTES": "65536"}
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
          "service.app:create_app()"],
@@ -179,4 +186,3 @@ def live_server(database_url: str) -> Iterator[str]:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
         process.stderr.close()
-        drop_database(url)

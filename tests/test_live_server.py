@@ -65,3 +65,36 @@ def test_unexpected_path_is_json_not_html(live_server):
     status, data, headers = request(live_server, "GET", "/api/v1/does-not-exist")
     assert status == 404 and headers["Content-Type"] == "application/json"
     assert json.loads(data)["error"] == "not_found"
+
+
+def test_eight_concurrent_resends_store_exactly_one_report(live_server, live_database_url):
+    """Kobo's duplicate bug: check-then-insert under retries. Here the primary key decides."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import create_engine, text
+
+    client_id = str(uuid.uuid4())
+    body = json.dumps({"client_id": client_id, "category": "water.no_supply", "description": "គ្មានទឹក ៣ ថ្ងៃហើយ",
+                       "location": {"type": "Point", "coordinates": [104.9000, 11.5700]}},
+                      ensure_ascii=False).encode("utf-8")
+
+    def send(_: int) -> tuple[int, bytes]:
+        status, data, _headers = request(live_server, "POST", "/api/v1/reports", body,
+                                         {"Content-Type": "application/json"})
+        return status, data
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(send, range(8)))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 7 + [201], results
+    references = {json.loads(data)["reference"] for _, data in results}
+    assert len(references) == 1
+    engine = create_engine(live_database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.scalar(text("SELECT count(*) FROM reports WHERE id = :id"), {"id": client_id})
+            events = conn.scalar(text("SELECT count(*) FROM report_events WHERE report_id = :id"), {"id": client_id})
+    finally:
+        engine.dispose()
+    assert (rows, events) == (1, 1)

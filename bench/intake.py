@@ -53,21 +53,19 @@ import psycopg  # noqa: E402
 from service.intake import observed_time_flag  # noqa: E402
 from service.references import reference_for  # noqa: E402
 
-CATEGORIES = ("waste.overflowing_bin", "flooding.blocked_drain", "street.pothole", "water.leak")
 BBOX = (104.88, 11.54, 104.93, 11.58)  # central Phnom Penh
-DESCRIPTIONS_EN = (
-    "Bin full since Monday, rubbish on the pavement",
-    "Drain blocked with plastic, water stands after rain",
-    "Deep pothole in the right lane, motorbikes swerve",
-    "Pipe leaking at the corner for two days",
-    "",
-)
-DESCRIPTIONS_KM = (
-    "ធុងសំរាមពេញហៀរ តាំងពីម្សិលមិញ",
-    "លូស្ទះ ទឹកដក់នៅលើផ្លូវក្រោយភ្លៀង",
-    "រណ្តៅធំនៅកណ្តាលផ្លូវ គ្រោះថ្នាក់ណាស់",
-    "បំពង់ទឹកលេចធ្លាយ ជាងពីរថ្ងៃហើយ",
-)
+# A few valid subtype codes, each with an English and a Khmer description that fit it.
+DESCRIPTIONS = {
+    "waste.overflowing_bin": (("Bin full since Monday, rubbish on the pavement", ""),
+                              ("ធុងសំរាមពេញហៀរ តាំងពីម្សិលមិញ",)),
+    "flooding.blocked_drain": (("Drain blocked with plastic, water stands after rain",),
+                               ("លូស្ទះ ទឹកដក់នៅលើផ្លូវក្រោយភ្លៀង",)),
+    "street.pothole": (("Deep pothole in the right lane, motorbikes swerve",),
+                       ("រណ្តៅធំនៅកណ្តាលផ្លូវ គ្រោះថ្នាក់ណាស់",)),
+    "water.leak": (("Pipe leaking at the corner for two days",),
+                   ("បំពង់ទឹកលេចធ្លាយ ជាងពីរថ្ងៃហើយ",)),
+}
+CATEGORIES = tuple(DESCRIPTIONS)
 TZ_PHNOM_PENH = timezone(timedelta(hours=7))
 FUTURE_TOLERANCE = timedelta(hours=24)  # the service default (FUTURE_TOLERANCE_HOURS)
 
@@ -149,12 +147,13 @@ def make_items(count: int, rng: random.Random, libpq_url: str) -> list[Item]:
     now = datetime.now(TZ_PHNOM_PENH).replace(microsecond=0)
     items = []
     for lon, lat in points:
-        khmer = rng.random() < 0.5
-        description = rng.choice(DESCRIPTIONS_KM if khmer else DESCRIPTIONS_EN)
+        category = rng.choice(CATEGORIES)
+        english, khmer = DESCRIPTIONS[category]
+        description = rng.choice(khmer if rng.random() < 0.5 else english)
         observed = now - timedelta(minutes=rng.randrange(0, 240))
         payload = {
             "client_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "category": rng.choice(CATEGORIES),
+            "category": category,
             "description": description,
             "location": {"type": "Point", "coordinates": [lon, lat]},
             "accuracy_m": float(rng.randrange(3, 60)),

@@ -137,13 +137,18 @@ def create_report(session: Session, payload: dict[str, Any], *, source: str, use
     return CreatedReport(report, token, False)
 
 
+def parse_id_or_reference(text: str) -> tuple[uuid.UUID | None, str | None]:
+    """A UUID, or else a reference as people type it (any case, O for 0, L for 1)."""
+    try:
+        return uuid.UUID(text), None
+    except ValueError:
+        return None, normalise_reference(text)
+
+
 def find_report(session: Session, id_or_reference: str, *, for_update: bool = False) -> Report:
     """A report by UUID or by its public reference, or a 404."""
-    stmt = select(Report)
-    try:
-        stmt = stmt.where(Report.id == uuid.UUID(id_or_reference))
-    except ValueError:
-        stmt = stmt.where(Report.reference == normalise_reference(id_or_reference))
+    report_id, reference = parse_id_or_reference(id_or_reference)
+    stmt = select(Report).where(Report.id == report_id if report_id else Report.reference == reference)
     if for_update:
         stmt = stmt.with_for_update(of=Report)
     report = session.scalars(stmt).first()

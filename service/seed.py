@@ -201,7 +201,7 @@ def _copy_chunk(cur: object, chunk: SyntheticChunk, ids: list[uuid.UUID], areas:
         report_rows.append((
             report_id, reference_for(area.city_code, first_number + i), code,
             descriptions[top][int(chunk.description_index[i]) % len(descriptions[top])], points[i],
-            float(chunk.accuracy_m[i]), area.city_id, area.district_id, area.area_id, stored_status, "seed",
+            round(float(chunk.accuracy_m[i]), 1), area.city_id, area.district_id, area.area_id, stored_status, "seed",
             observed[i], received[i], updated, acknowledged[i], closed, version,
             hashlib.sha256(report_id.bytes).hexdigest(),
         ))

@@ -194,3 +194,15 @@ def test_openapi_document(client):
     assert spec["info"]["title"] == "civicmap"
     assert "/api/v1/reports" in spec["paths"] and "/api/v1/reports/{report_id}/status" in spec["paths"]
     assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_hidden_reports_are_gone_from_public_but_visible_to_moderators(client, report_body, make_token, connection):
+    created = client.post("/api/v1/reports", json=report_body(description="hide me")).get_json()
+    connection.execute(text("UPDATE reports SET hidden = true WHERE id = :id"), {"id": created["id"]})
+    assert client.get(f"/api/v1/reports/{created['reference']}").status_code == 404
+    listed = client.get("/api/v1/reports?limit=500").get_json()["items"]
+    assert created["id"] not in {r["id"] for r in listed}
+    staff = client.get(f"/api/v1/reports/{created['reference']}", headers=auth(make_token("moderator")))
+    assert staff.status_code == 200 and staff.get_json()["description"] == "hide me"
+    planner = client.get(f"/api/v1/reports/{created['reference']}", headers=auth(make_token("planner")))
+    assert planner.status_code == 404

@@ -16,11 +16,12 @@ from sqlalchemy.engine import Row
 
 from geo.coordinates import CoordinateError, parse_bbox
 from service import queries
-from service.auth import current_user, hash_secret, require_roles, secrets_equal
+from service.auth import STAFF_ROLES, current_user, hash_secret, require_roles, secrets_equal
 from service.db import get_session
 from service.errors import ApiError
 from service.messages import translated
-from service.intake import attach_photo, change_status, create_report, find_report
+from service.models import REPORT_STATUSES
+from service.intake import attach_photo, change_status, create_report, find_report, parse_id_or_reference
 from service.photos import PhotoRejected, sanitise_photo
 from service.schemas import (
     PhotoStoredSchema,
@@ -105,8 +106,6 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def _filters(args: dict[str, Any]) -> queries.ReportFilters:
-    from service.models import REPORT_STATUSES
-
     bbox = None
     if "bbox" in args:
         try:
@@ -170,14 +169,13 @@ class ReportById(MethodView):
     @blp.response(200, ReportPublicSchema)
     def get(self, id_or_reference: str) -> Any:
         """One report's public view and history, by id or reference (e.g. PP-7K3Q9)"""
-        session = get_session()
-        report = find_report(session, id_or_reference)
-        user = current_user() if request.headers.get("Authorization") else None
-        staff = user is not None and user.role in ("moderator", "admin")
-        row = queries.public_report(session, report_id=report.id, include_hidden=staff)
+        user = current_user()
+        staff = user is not None and user.role in STAFF_ROLES
+        report_id, reference = parse_id_or_reference(id_or_reference)
+        row = queries.public_report(get_session(), report_id=report_id, reference=reference, include_hidden=staff)
         if row is None:
             raise ApiError("report.not_found", _("There is no report %(ref)s.", ref=id_or_reference), 404)
-        return public_report_dict(row, _history(report.id)), 200, {"ETag": f'"{row.version}"'}
+        return public_report_dict(row, _history(row.id)), 200, {"ETag": f'"{row.version}"'}
 
 
 def _expected_version(body: dict[str, Any]) -> int:

@@ -54,8 +54,16 @@ EVENT_COLUMNS = "report_id, at, actor_role, old_status, new_status, note"
 BLOCK = 1024 * 1024
 
 
+_LIFETIME_PEAK_MB = 0.0
+
+
 def reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (Linux ≥ 4.0); False where unsupported."""
+    """Reset this process's RSS high-water mark (Linux ≥ 4.0); False where unsupported.
+
+    The reset also lowers ru_maxrss, so the peak so far is kept first (see ru_maxrss_mb).
+    """
+    global _LIFETIME_PEAK_MB
+    _LIFETIME_PEAK_MB = max(_LIFETIME_PEAK_MB, ru_maxrss_mb())
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -75,7 +83,8 @@ def peak_rss_mb() -> float | None:
 
 
 def ru_maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak RSS of the process (ru_maxrss, KiB on Linux) in MiB, including peaks before any reset."""
+    return max(_LIFETIME_PEAK_MB, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def checkpoint(libpq_url: str) -> None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
 from service import db
@@ -35,21 +36,34 @@ from service.seed import load_areas, load_categories
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    base = os.environ.get("CIVICMAP_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_SERVER
-    url = make_url(normalise_database_url(base)).set(database=f"civicmap_test_{os.getpid()}")
-    rendered = url.render_as_string(hide_password=False)
+@contextmanager
+def fresh_database(url: URL, *, prepared: bool = True) -> Iterator[str]:
+    """Create a database with PostGIS (migrated and loaded with areas and categories
+    unless ``prepared`` is False), yield its URL, and drop it afterwards."""
     drop_database(url)
     ensure_database(url)
-    engine = create_engine(url)
-    upgrade_database(engine)
-    with engine.begin() as conn:
-        load_areas(conn)
-        load_categories(conn)
-    engine.dispose()
-    yield rendered
-    drop_database(url)
+    if prepared:
+        engine = create_engine(url)
+        upgrade_database(engine)
+        with engine.begin() as conn:
+            load_areas(conn)
+            load_categories(conn)
+        engine.dispose()
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        drop_database(url)
+
+
+def server_url() -> URL:
+    base = os.environ.get("CIVICMAP_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_SERVER
+    return make_url(normalise_database_url(base))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database(server_url().set(database=f"civicmap_test_{os.getpid()}")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -136,19 +150,10 @@ def report_body() -> Callable[..., dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
-def live_database_url(database_url: str) -> Iterator[str]:
+def live_database_url() -> Iterator[str]:
     """A database of the live server's own, since it commits what tests send it."""
-    url = make_url(database_url).set(database=f"civicmap_live_{os.getpid()}")
-    drop_database(url)
-    ensure_database(url)
-    engine = create_engine(url)
-    upgrade_database(engine)
-    with engine.begin() as conn:
-        load_areas(conn)
-        load_categories(conn)
-    engine.dispose()
-    yield url.render_as_string(hide_password=False)
-    drop_database(url)
+    with fresh_database(server_url().set(database=f"civicmap_live_{os.getpid()}")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

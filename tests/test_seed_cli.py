@@ -8,20 +8,17 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.config import Config
-from service.dbadmin import drop_database, ensure_database
+from tests.conftest import fresh_database, server_url
 
 
 @pytest.fixture(scope="module")
-def fresh_url(database_url: str) -> Iterator[str]:
-    url = make_url(database_url).set(database=f"civicmap_cli_{os.getpid()}")
-    drop_database(url)
-    ensure_database(url)
-    yield url.render_as_string(hide_password=False)
-    drop_database(url)
+def fresh_url() -> Iterator[str]:
+    """An empty PostGIS database: the CLI itself migrates and seeds it."""
+    with fresh_database(server_url().set(database=f"civicmap_cli_{os.getpid()}"), prepared=False) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

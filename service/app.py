@@ -35,6 +35,8 @@ def select_locale() -> str:
 
 def create_app(config: Config | None = None, engine: Engine | None = None, **overrides: Any) -> Flask:
     config = config or Config.from_env()
+    if not logging.getLogger().handlers:  # the entry point's own configuration wins
+        logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = Flask(__name__, static_folder=str(ROOT / "static"), template_folder=str(ROOT / "templates"))
     app.config.update(config.flask_settings())
     app.config["CIVICMAP"] = config

@@ -19,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from service import db, errors
 from service.config import Config
 from service.errors import ApiError
+from service.schemas import ErrorSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED_LOCALES = ("en", "km")
@@ -31,6 +32,12 @@ def select_locale() -> str:
     if asked in SUPPORTED_LOCALES:
         return asked
     return request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"
+
+
+class CivicmapApi(Api):
+    """flask-smorest's Api, documenting our one error shape."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 def create_app(config: Config | None = None, engine: Engine | None = None, **overrides: Any) -> Flask:
@@ -46,7 +53,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     Babel(app, locale_selector=select_locale, default_translation_directories=str(ROOT / "service" / "translations"))
     db.init_app(app, engine or db.make_engine(config.database_url))
 
-    api = Api(app, spec_kwargs={"info": {"description": "Crowdsourced urban-issue reports for Cambodian cities."}})
+    api = CivicmapApi(app, spec_kwargs={"info": {"description": "Crowdsourced urban-issue reports for Cambodian cities."}})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     from service.resources.catalog import areas_blp, categories_blp, photos_blp
     from service.resources.reports import blp as reports_blp

@@ -206,3 +206,13 @@ class PhotoStoredSchema(Schema):
     width = fields.Integer()
     height = fields.Integer()
     bytes = fields.Integer()
+
+
+class ErrorSchema(Schema):
+    """The one error shape of every route (documentation only; ``service.errors`` builds it)."""
+
+    code = fields.Integer(metadata={"description": "HTTP status code"})
+    status = fields.String(metadata={"description": "HTTP status phrase"})
+    error = fields.String(metadata={"description": "stable machine-readable key, e.g. report.outside_service_area"})
+    message = fields.String(metadata={"description": "a sentence for people, in English or Khmer"})
+    errors = fields.Dict(metadata={"description": "field errors, by field name"})

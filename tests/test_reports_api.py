@@ -206,3 +206,9 @@ def test_hidden_reports_are_gone_from_public_but_visible_to_moderators(client, r
     assert staff.status_code == 200 and staff.get_json()["description"] == "hide me"
     planner = client.get(f"/api/v1/reports/{created['reference']}", headers=auth(make_token("planner")))
     assert planner.status_code == 404
+
+
+def test_openapi_documents_the_one_error_shape(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    error = spec["components"]["schemas"]["Error"]["properties"]
+    assert set(error) == {"code", "status", "error", "message", "errors"}

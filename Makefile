@@ -39,6 +39,7 @@ run: db
 	exec $(BIN)/civicmap run --port $(PORT)
 
 test: system-deps install
+	$(BIN)/ruff check --select F,E9 --quiet service geo sync tests bench
 	server=$$(.ci/ensure-postgres); \
 	CIVICMAP_TEST_DATABASE_URL="$$server" $(BIN)/pytest $(PYTEST_ARGS)
 

@@ -27,7 +27,7 @@ from service.config import normalise_database_url  # noqa: E402
 
 
 class BenchError(SystemExit):
-    """Stop the bench with a message (exit status 2)."""
+    """Stop the bench with a message on stderr (exit status 1)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(f"bench: {message}")

@@ -15,8 +15,11 @@ What it measures
        COMMIT. Same rows, same server-side work (defaults, checks, foreign
        keys, every index stays in place), none of the Python generation.
     A CHECKPOINT precedes each timed phase. Printed: both times, reports/s and
-    rows/s (reports + events), the ratio seed/raw, and the peak RSS of this
-    process (ru_maxrss, and the high-water mark of each phase on Linux).
+    rows/s (reports + events), the CPU time this (client) process spent in
+    each phase, the ratio seed/raw, and the peak RSS of this process
+    (ru_maxrss, and on Linux the high-water mark of each phase with the RSS
+    it started from: the process keeps the memory the seeder used, so the raw
+    phase starts high and its own need is the difference).
 
 How to run it
     make bench-seed BENCH_ARGS="--count 1000000"
@@ -71,20 +74,35 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float | None:
-    """VmHWM of this process (peak RSS since start or since the last reset), in MiB."""
+def _status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
 
 
+def peak_rss_mb() -> float | None:
+    """VmHWM of this process (peak RSS since start or since the last reset), in MiB."""
+    return _status_mb("VmHWM")
+
+
+def rss_mb() -> float | None:
+    """VmRSS of this process now, in MiB."""
+    return _status_mb("VmRSS")
+
+
 def ru_maxrss_mb() -> float:
     """Peak RSS of the process (ru_maxrss, KiB on Linux) in MiB, including peaks before any reset."""
     return max(_LIFETIME_PEAK_MB, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) this process has used: the client side of a phase."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def checkpoint(libpq_url: str) -> None:
@@ -148,7 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--count", "-n", type=int, default=200_000, help="synthetic reports to seed (≤ 1,000,000)")
-    parser.add_argument("--repeat", "-r", type=int, default=1, help="runs (each on a fresh database); medians")
+    parser.add_argument("--repeat", "-r", type=int, default=3, help="runs (each on a fresh database); medians")
     parser.add_argument("--seed", type=int, default=42, help="random seed passed to seed_reports")
     parser.add_argument("--format", choices=("text", "binary"), default="text",
                         help="COPY format of the raw baseline (the seeder sends text)")
@@ -179,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
 
         checkpoint(libpq_url)
         measured = reset_peak_rss()
+        seed_rss0 = rss_mb()
+        cpu0 = cpu_s()
         seed_s, added = run_seed(sa_url, args.count, args.seed)
+        seed_cpu = cpu_s() - cpu0
         seed_peak = peak_rss_mb() if measured else None
         reports_n, events_n = counts(libpq_url)
         if reports_n != added or added != args.count:
             raise common.BenchError(f"seed_reports added {added}, the table holds {reports_n}, asked {args.count}")
-        print(f"  seed:     {seed_s:.2f} s, {reports_n} reports + {events_n} events", flush=True)
+        print(f"  seed:     {seed_s:.2f} s (client CPU {seed_cpu:.2f} s), {reports_n} reports + {events_n} events",
+              flush=True)
 
         with tempfile.TemporaryDirectory(prefix="civicmap-bench-seed-") as tmp:
             reports_file, events_file, out_s = copy_out(libpq_url, Path(tmp), args.format)
@@ -193,36 +215,50 @@ def main(argv: list[str] | None = None) -> int:
             truncate(libpq_url)
             checkpoint(libpq_url)
             reset_peak_rss()
+            raw_rss0 = rss_mb()
+            cpu0 = cpu_s()
             raw_s = run_raw_copy(libpq_url, reports_file, events_file, args.format)
+            raw_cpu = cpu_s() - cpu0
             raw_peak = peak_rss_mb() if measured else None
         raw_counts = counts(libpq_url)
         if raw_counts != (reports_n, events_n):
             raise common.BenchError(f"raw COPY loaded {raw_counts}, the seeder {(reports_n, events_n)}")
-        print(f"  raw COPY: {raw_s:.2f} s, {raw_counts[0]} reports + {raw_counts[1]} events", flush=True)
-        runs.append({"seed_s": seed_s, "raw_s": raw_s, "reports": reports_n, "events": events_n,
+        print(f"  raw COPY: {raw_s:.2f} s (client CPU {raw_cpu:.2f} s), "
+              f"{raw_counts[0]} reports + {raw_counts[1]} events", flush=True)
+        runs.append({"seed_s": seed_s, "raw_s": raw_s, "seed_client_cpu_s": seed_cpu, "raw_client_cpu_s": raw_cpu,
+                     "reports": reports_n, "events": events_n,
                      "seed_reports_per_s": reports_n / seed_s, "raw_reports_per_s": reports_n / raw_s,
                      "seed_rows_per_s": (reports_n + events_n) / seed_s,
                      "raw_rows_per_s": (reports_n + events_n) / raw_s, "ratio": seed_s / raw_s,
-                     "seed_peak_rss_mb": seed_peak, "raw_peak_rss_mb": raw_peak, "copy_file_mb": size_mb})
+                     "seed_peak_rss_mb": seed_peak, "raw_peak_rss_mb": raw_peak,
+                     "seed_start_rss_mb": seed_rss0, "raw_start_rss_mb": raw_rss0, "copy_file_mb": size_mb})
 
     med = {key: common.median(run[key] for run in runs)
-           for key in ("seed_s", "raw_s", "seed_reports_per_s", "raw_reports_per_s", "seed_rows_per_s",
-                       "raw_rows_per_s")}
+           for key in ("seed_s", "raw_s", "seed_client_cpu_s", "raw_client_cpu_s", "seed_reports_per_s",
+                       "raw_reports_per_s", "seed_rows_per_s", "raw_rows_per_s")}
     med["ratio"] = med["seed_s"] / med["raw_s"]  # ratio of the medians, as bench/intake.py does
     maxrss = ru_maxrss_mb()
-    seed_peaks = [run["seed_peak_rss_mb"] for run in runs if run["seed_peak_rss_mb"] is not None]
-    raw_peaks = [run["raw_peak_rss_mb"] for run in runs if run["raw_peak_rss_mb"] is not None]
+
+    def rss(phase: str) -> str:
+        """The largest phase peak over the runs, with the RSS the phase started at."""
+        peaks = [(run[f"{phase}_peak_rss_mb"], run[f"{phase}_start_rss_mb"]) for run in runs
+                 if run[f"{phase}_peak_rss_mb"] is not None and run[f"{phase}_start_rss_mb"] is not None]
+        if not peaks:
+            return "n/a"
+        peak, start = max(peaks)
+        return f"{peak:.0f} (from {start:.0f})"
+
     reports_n, events_n = runs[-1]["reports"], runs[-1]["events"]
     print()
     print(f"Medians of {args.repeat} run(s): {reports_n:,} reports + {events_n:,} events "
           f"(machine: {machine['cores']} cores, Python {machine['python']}, PostgreSQL {server['postgresql']}, "
           f"PostGIS {server['postgis']})")
     common.print_table(
-        ["phase", "reports", "events", "time s", "reports/s", "rows/s", "peak RSS MiB"],
+        ["phase", "reports", "events", "time s", "reports/s", "rows/s", "client CPU s", "peak RSS MiB"],
         [["civicmap seed (seed_reports + commit)", reports_n, events_n, med["seed_s"], med["seed_reports_per_s"],
-          med["seed_rows_per_s"], max(seed_peaks) if seed_peaks else "n/a"],
+          med["seed_rows_per_s"], med["seed_client_cpu_s"], rss("seed")],
          [f"raw COPY FROM ({args.format}, 1 tx)", reports_n, events_n, med["raw_s"], med["raw_reports_per_s"],
-          med["raw_rows_per_s"], max(raw_peaks) if raw_peaks else "n/a"]])
+          med["raw_rows_per_s"], med["raw_client_cpu_s"], rss("raw")]])
     print(f"ratio seed/raw COPY: {med['ratio']:.2f}x slower; process peak RSS (ru_maxrss) {maxrss:.0f} MiB")
 
     common.write_json(args.json, {

@@ -9,13 +9,11 @@ primary key, so concurrent resends cannot both insert (no check-then-insert).
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from flask_babel import gettext as _
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -27,6 +25,7 @@ from service.errors import ApiError
 from service.models import Category, Photo, Report, ReportEvent, ReportPhoto, User
 from service.photos import StoredPhoto
 from service.references import normalise_reference, reference_for
+from sync.decisions import canonical_hash as canonical_payload_hash
 
 MAX_PHOTOS_PER_REPORT = 6
 CLOSED_STATUSES = ("resolved", "rejected", "duplicate")
@@ -37,19 +36,6 @@ class CreatedReport:
     report: Report
     tracking_token: str | None
     replayed: bool
-
-
-def canonical_payload_hash(payload: dict[str, Any]) -> str:
-    """sha256 of the payload as the client meant it: sorted keys, no client_id, UTC times."""
-    def default(value: Any) -> Any:
-        if isinstance(value, datetime):
-            return value.astimezone(timezone.utc).isoformat()
-        if isinstance(value, uuid.UUID):
-            return str(value)
-        raise TypeError(type(value))
-
-    content = {k: v for k, v in payload.items() if k != "client_id"}
-    return hashlib.sha256(orjson.dumps(content, default=default, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def active_category(session: Session, code: str) -> Category:

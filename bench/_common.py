@@ -12,18 +12,19 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/ first, not the repo
     sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-import psycopg  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import numpy as np
+import psycopg
+from sqlalchemy.engine import make_url
 
-from service.config import normalise_database_url  # noqa: E402
+from service.config import normalise_database_url
 
 
 class BenchError(SystemExit):

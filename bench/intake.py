@@ -41,17 +41,17 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import _common as common  # also puts the repo on sys.path
+import psycopg
 
-import psycopg  # noqa: E402
-
-from service.intake import observed_time_flag  # noqa: E402
-from service.references import reference_for  # noqa: E402
+from service.intake import observed_time_flag
+from service.references import reference_for
 
 BBOX = (104.88, 11.54, 104.93, 11.58)  # central Phnom Penh
 # A few valid subtype codes, each with an English and a Khmer description that fit it.
@@ -327,7 +327,7 @@ def direct_side(libpq_url: str, connections: list[psycopg.Connection[Any]]
         return connections[i]
 
     def insert(conn: psycopg.Connection[Any], item: Item) -> str | None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             rows = conn.execute(LOCATE_SQL, {"lon": item.lon, "lat": item.lat}).fetchall()
             by_level: dict[str, tuple[Any, ...]] = {}
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server log (last lines):\n{server_log}")
 
     common.write_json(args.json, {
-        "bench": "intake", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bench": "intake", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine, "server": server,
         "params": {k: v for k, v in vars(args).items() if k not in ("json", "force")},
         "runs": summaries, "median": med,

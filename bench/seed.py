@@ -38,16 +38,15 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import _common as common  # also puts the repo on sys.path
+import psycopg
 
-import psycopg  # noqa: E402
-
-from service import db as service_db  # noqa: E402
-from service import seed as service_seed  # noqa: E402
+from service import db as service_db
+from service import seed as service_seed
 
 # The column lists of service.seed._copy_chunk, so both phases write the same columns.
 REPORT_COLUMNS = ("id, reference, category_code, description, location, accuracy_m, city_id, district_id, "
@@ -137,8 +136,7 @@ def copy_out(libpq_url: str, directory: Path, fmt: str) -> tuple[Path, Path, flo
         for path, sql in ((reports, f"COPY reports ({REPORT_COLUMNS}) TO STDOUT{option}"),
                           (events, f"COPY report_events ({EVENT_COLUMNS}) TO STDOUT{option}")):
             with open(path, "wb") as out, cur.copy(sql) as copy:
-                for block in copy:
-                    out.write(block)
+                out.writelines(copy)
     return reports, events, time.perf_counter() - start
 
 
@@ -262,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio seed/raw COPY: {med['ratio']:.2f}x slower; process peak RSS (ru_maxrss) {maxrss:.0f} MiB")
 
     common.write_json(args.json, {
-        "bench": "seed", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bench": "seed", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine, "server": server,
         "params": {k: v for k, v in vars(args).items() if k not in ("json", "force")},
         "runs": runs, "median": med, "ru_maxrss_mb": maxrss,

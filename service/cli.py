@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -75,8 +76,10 @@ def db_upgrade() -> None:
               help="how many synthetic reports to add")
 @click.option("--seed", "random_seed", default=42, show_default=True, help="random seed (same seed, same data)")
 @click.option("--if-empty", is_flag=True, help="add reports only when there are none yet")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="the two years of reports end on this day (default: today, UTC)")
 @with_appcontext
-def seed_command(count: int, random_seed: int, if_empty: bool) -> None:
+def seed_command(count: int, random_seed: int, if_empty: bool, until: datetime | None) -> None:
     """Load areas, categories and synthetic reports from sample_data/."""
     from service import seed
 
@@ -90,7 +93,8 @@ def seed_command(count: int, random_seed: int, if_empty: bool) -> None:
             return
         with click.progressbar(length=count, label="reports", show_pos=True, show_percent=True,
                                file=sys.stderr) as bar:
-            added = seed.seed_reports(conn, count, seed=random_seed, progress=bar.update)
+            now = until.replace(tzinfo=timezone.utc) if until else None
+            added = seed.seed_reports(conn, count, seed=random_seed, now=now, progress=bar.update)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE reports")
     click.echo(f"reports added: {added}")

@@ -33,7 +33,14 @@ CLOSED_STATUSES = ("resolved", "rejected", "duplicate")
 
 @dataclass(frozen=True)
 class CreatedReport:
-    report: Report
+    """What the reporter is told: the stored report's public handles and, once, its token."""
+
+    id: uuid.UUID
+    reference: str
+    status: str
+    version: int
+    received_at: datetime
+    observed_at_flag: str | None
     tracking_token: str | None
     replayed: bool
 
@@ -112,15 +119,14 @@ def create_report(session: Session, payload: dict[str, Any], *, source: str, use
             raise ApiError("report.client_id_conflict",
                            _("A different report was already sent with this client_id."), 409,
                            extra={"id": str(existing.id), "reference": existing.reference})
-        return CreatedReport(existing, None, True)
+        return CreatedReport(existing.id, existing.reference, existing.status, existing.version,
+                             existing.received_at, existing.observed_at_flag, None, True)
 
     session.add(ReportEvent(report_id=report_id, actor_id=values["created_by"],
                             actor_role=user.role if user else "resident", old_status=None, new_status="new",
                             note=""))
     session.flush()
-    report = session.get(Report, report_id)
-    assert report is not None
-    return CreatedReport(report, token, False)
+    return CreatedReport(report_id, values["reference"], "new", 1, now, values["observed_at_flag"], token, False)
 
 
 def parse_id_or_reference(text: str) -> tuple[uuid.UUID | None, str | None]:

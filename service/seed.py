@@ -155,7 +155,8 @@ def seed_reports(conn: Connection, count: int, *, seed: int = 42, now: datetime 
     areas, categories = _seed_inputs(conn)
     if not areas or not categories:
         raise RuntimeError("load areas and categories before reports")
-    now = now or datetime.now(timezone.utc).replace(microsecond=0)
+    # Anchored to midnight UTC, so the same seed gives the same data all day long.
+    now = now or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     start = now - timedelta(days=730)
     first = conn.execute(text("SELECT nextval('report_reference_seq')")).scalar_one()
     conn.execute(text("SELECT setval('report_reference_seq', :last)"), {"last": first + count - 1})

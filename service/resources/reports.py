@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -156,11 +157,8 @@ class Reports(MethodView):
         tolerance = timedelta(hours=current_app.config["CIVICMAP"].future_tolerance_hours)
         result = create_report(get_session(), payload, source="api", user=user, now=now, future_tolerance=tolerance)
         get_session().commit()
-        report = result.report
-        body = {"id": report.id, "reference": report.reference, "status": report.status, "version": report.version,
-                "received_at": report.received_at, "observed_at_flag": report.observed_at_flag,
-                "tracking_token": result.tracking_token, "replayed": result.replayed}
-        location = url_for("reports.ReportById", id_or_reference=report.reference)
+        body = dataclasses.asdict(result)
+        location = url_for("reports.ReportById", id_or_reference=result.reference)
         return body, (200 if result.replayed else 201), {"Location": location}
 
 

@@ -19,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from service import db, errors
 from service.config import Config
 from service.errors import ApiError
+from service.resources.sync import GZIP_ENDPOINTS
 from service.schemas import ErrorSchema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,8 +58,9 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     from service.resources.catalog import areas_blp, categories_blp, photos_blp
     from service.resources.reports import blp as reports_blp
+    from service.resources.sync import blp as sync_blp
 
-    for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp):
+    for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp, sync_blp):
         api.register_blueprint(blueprint)
     errors.init_app(app)  # after the Api, so our one error shape replaces flask-smorest's
 
@@ -71,7 +73,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
         """
         if request.mimetype == "multipart/form-data":
             return
-        limit = config.max_body_bytes
+        limit = config.sync_max_body_bytes if request.endpoint in GZIP_ENDPOINTS else config.max_body_bytes
         if request.content_length is None and request.environ.get("wsgi.input_terminated"):
             # Chunked: werkzeug stops reading quietly at the limit, which would hand the
             # parser a truncated body. Read one byte more ourselves and say 413 plainly.
@@ -84,8 +86,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     def _refuse_encoded_bodies() -> None:
         """Compressed bodies are taken only where a route inflates them itself, with a limit."""
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding != "identity" and not getattr(app.view_functions.get(request.endpoint or ""),
-                                                  "accepts_gzip", False):
+        if encoding != "identity" and request.endpoint not in GZIP_ENDPOINTS:
             raise ApiError("request.unsupported_encoding",
                            _("This address takes uncompressed bodies only."), 415)
 

@@ -21,7 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from service.db import get_session
 from service.errors import ApiError
-from service.models import ApiToken, User
+from service.models import ApiToken, Device, User
 
 F = TypeVar("F", bound=Callable[..., object])
 STAFF_ROLES = ("moderator", "admin")
@@ -103,3 +103,25 @@ def require_roles(*roles: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def current_device() -> Device:
+    """The device behind a ``dev_`` bearer token; sync routes accept nothing else."""
+    if "current_device" in g:
+        return g.current_device
+    token = bearer_token()
+    if token is None:
+        raise ApiError("auth.required", _("Sync needs the device token given when the phone was registered."), 401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    device = get_session().scalars(select(Device).where(Device.token_hash == hash_secret(token))).first()
+    if device is None:
+        raise ApiError("auth.invalid_token", _("This token is not valid."), 401,
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if device.revoked_at is not None:
+        raise ApiError("auth.token_revoked", _("This token has been revoked."), 401,
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if not device.user.active:
+        raise ApiError("auth.user_inactive", _("This account is disabled."), 403)
+    device.last_seen_at = datetime.now(timezone.utc)
+    g.current_device = device
+    return device

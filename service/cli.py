@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
+from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select, text
 
@@ -169,6 +170,70 @@ def token_revoke(token: str) -> None:
     if not updated:
         raise click.ClickException("no such active token")
     click.echo("token revoked")
+
+
+@main.group("device")
+def device_group() -> None:
+    """Field workers' phones for offline sync."""
+
+
+@device_group.command("add")
+@click.option("--name", required=True, help="a name you will recognise, e.g. 'Sophea's phone'")
+@click.option("--area", "area_code", required=True, help="area code the device works in, e.g. PP-doun-penh")
+@click.option("--worker", "username", required=True, help="the field worker it belongs to (civicmap user add)")
+@click.option("--qr", "qr_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="also write the provisioning link as a QR code PNG")
+@with_appcontext
+def device_add(name: str, area_code: str, username: str, qr_path: str | None) -> None:
+    """Register a phone; prints its token and a provisioning link (shown once)."""
+    from service.auth import hash_secret, new_secret
+    from service.db import get_session
+    from service.models import Device
+    from service.queries import find_area
+
+    session = get_session()
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}; create one with: civicmap user add {username} "
+                                   "--role field_worker")
+    area = find_area(session, area_code)
+    if area is None:
+        raise click.ClickException(f"no area {area_code!r}; see GET /api/v1/areas for the codes")
+    token = new_secret("dev_")
+    device = Device(name=name, user_id=user.id, area_id=area.id, token_hash=hash_secret(token))
+    session.add(device)
+    session.commit()
+    link = provisioning_link(current_app.config["CIVICMAP"].public_url, token)
+    click.echo(f"device {device.id} ({name}) for {username} in {area_code}")
+    click.echo(f"token: {token}")
+    click.echo(f"provisioning link: {link}")
+    if qr_path:
+        import qrcode
+
+        qrcode.make(link).save(qr_path)
+        click.echo(f"QR code: {qr_path}")
+    click.echo("The token is shown only this once.", err=True)
+
+
+def provisioning_link(public_url: str, token: str) -> str:
+    """The link a phone opens to set itself up; the token sits in the fragment, never in server logs."""
+    return f"{public_url}/report#device-token={token}"
+
+
+@device_group.command("revoke")
+@click.argument("device_id", type=int)
+@with_appcontext
+def device_revoke(device_id: int) -> None:
+    """Stop a device's token working (a lost or stolen phone)."""
+    from service.db import get_session
+
+    session = get_session()
+    updated = session.execute(text("UPDATE devices SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
+                              {"id": device_id}).rowcount
+    session.commit()
+    if not updated:
+        raise click.ClickException(f"no active device {device_id}")
+    click.echo(f"device {device_id} revoked")
 
 
 @main.command("run")

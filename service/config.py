@@ -25,6 +25,10 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("PHOTO_MAX_EDGE", "1600", "stored photos are resized so the long edge is at most this many pixels"),
     ("FUTURE_TOLERANCE_HOURS", "24", "an observed_at further in the future than this is kept but flagged"),
     ("DATA_LICENSE", "CC BY 4.0", "licence of the report data in exports"),
+    ("PUBLIC_URL", "http://localhost:5000", "the address phones reach the server at (device provisioning links)"),
+    ("SYNC_MAX_BODY_BYTES", str(2 * 1024 * 1024), "largest sync batch body as sent (gzip or not)"),
+    ("SYNC_MAX_INFLATED_BYTES", str(8 * 1024 * 1024), "largest sync batch after gzip inflation; more is 413"),
+    ("SYNC_MAX_ITEMS", "500", "most items in one sync batch"),
     ("LOG_LEVEL", "INFO", "Python logging level"),
 ]
 
@@ -56,6 +60,10 @@ class Config:
     future_tolerance_hours: int
     data_license: str
     log_level: str
+    public_url: str
+    sync_max_body_bytes: int
+    sync_max_inflated_bytes: int
+    sync_max_items: int
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -70,6 +78,10 @@ class Config:
             future_tolerance_hours=int(_env("FUTURE_TOLERANCE_HOURS")),
             data_license=_env("DATA_LICENSE"),
             log_level=_env("LOG_LEVEL"),
+            public_url=_env("PUBLIC_URL").rstrip("/"),
+            sync_max_body_bytes=int(_env("SYNC_MAX_BODY_BYTES")),
+            sync_max_inflated_bytes=int(_env("SYNC_MAX_INFLATED_BYTES")),
+            sync_max_items=int(_env("SYNC_MAX_ITEMS")),
         )
         config.check()
         return config
@@ -87,7 +99,7 @@ class Config:
         return {
             "SECRET_KEY": self.secret_key,
             # Photos are the largest bodies; JSON routes check MAX_BODY_BYTES themselves.
-            "MAX_CONTENT_LENGTH": max(self.max_body_bytes, self.max_photo_bytes + 64 * 1024),
+            "MAX_CONTENT_LENGTH": max(self.max_body_bytes, self.sync_max_body_bytes, self.max_photo_bytes + 64 * 1024),
             "MAX_FORM_MEMORY_SIZE": self.max_photo_bytes + 64 * 1024,
             "JSON_AS_ASCII": False,
             "API_TITLE": "civicmap",

@@ -25,6 +25,7 @@ from service.errors import ApiError
 from service.models import Category, Photo, Report, ReportEvent, ReportPhoto, User
 from service.photos import StoredPhoto
 from service.references import normalise_reference, reference_for
+from sync.decisions import ClockCorrection
 from sync.decisions import canonical_hash as canonical_payload_hash
 
 MAX_PHOTOS_PER_REPORT = 6
@@ -66,8 +67,14 @@ def observed_time_flag(observed_at: datetime, now: datetime, future_tolerance: t
 
 
 def create_report(session: Session, payload: dict[str, Any], *, source: str, user: User | None,
-                  now: datetime, future_tolerance: timedelta) -> CreatedReport:
-    """Store a new report, or recognise a resend of one already stored."""
+                  now: datetime, future_tolerance: timedelta, clock: ClockCorrection | None = None,
+                  device_id: int | None = None) -> CreatedReport:
+    """Store a new report, or recognise a resend of one already stored.
+
+    ``clock`` is the sync protocol's correction of a device's time: the
+    corrected time is stored as ``observed_at`` and the phone's own as
+    ``observed_at_device``.
+    """
     category = active_category(session, payload["category"])
     lon, lat = payload["location"]["coordinates"]
     match = queries.locate_point(session, lon, lat)
@@ -80,6 +87,9 @@ def create_report(session: Session, payload: dict[str, Any], *, source: str, use
     report_id = payload.get("client_id") or uuid.uuid4()
     payload_hash = canonical_payload_hash(payload)
     observed_at = payload.get("observed_at") or now
+    flag = observed_time_flag(observed_at, now, future_tolerance)
+    if clock is not None:
+        observed_at, flag = clock.observed_at, clock.flag
     token = new_secret("trk_")
     contact = payload.get("contact") or {}
     (number,) = queries.next_reference_numbers(session, 1)
@@ -97,7 +107,10 @@ def create_report(session: Session, payload: dict[str, Any], *, source: str, use
         "status": "new",
         "source": source,
         "observed_at": observed_at,
-        "observed_at_flag": observed_time_flag(observed_at, now, future_tolerance),
+        "observed_at_flag": flag,
+        "observed_at_device": payload.get("observed_at") if clock is not None else None,
+        "clock_offset_s": clock.offset.total_seconds() if clock is not None else None,
+        "device_id": device_id,
         "received_at": now,
         "updated_at": now,
         "version": 1,
@@ -195,6 +208,25 @@ def change_status(session: Session, report: Report, *, new_status: str, note: st
                          v=report.version), 409, extra={"current_version": report.version})
     session.add(ReportEvent(report_id=report.id, actor_id=actor.id, actor_role=actor.role, old_status=old_status,
                             new_status=new_status, note=note))
+    session.flush()
+    session.refresh(report)
+    return report
+
+
+def add_note(session: Session, report: Report, *, note: str, expected_version: int, actor: User,
+             now: datetime) -> Report:
+    """A note in the history without a status change; it still bumps the version (compare-and-set)."""
+    done = session.execute(
+        update(Report).where(Report.id == report.id, Report.version == expected_version)
+        .values(version=Report.version + 1, updated_at=now).returning(Report.version)
+    ).scalar()
+    if done is None:
+        session.refresh(report)
+        raise ApiError("report.version_conflict",
+                       _("Someone changed this report first (version %(v)s); reload and try again.",
+                         v=report.version), 409, extra={"current_version": report.version})
+    session.add(ReportEvent(report_id=report.id, actor_id=actor.id, actor_role=actor.role, old_status=report.status,
+                            new_status=report.status, note=note))
     session.flush()
     session.refresh(report)
     return report

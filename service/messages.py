@@ -21,6 +21,14 @@ MESSAGES = {
     "location.not_finite": _l("Coordinates must be finite numbers."),
     "location.out_of_range": _l("Coordinates are out of range: longitude −180…180, latitude −90…90."),
     "location.not_a_number": _l("Coordinates must be numbers."),
+    "sync.body_too_large": _l("The batch is too large; send fewer items in each batch."),
+    "sync.corrupt_gzip": _l("The gzip body is damaged; send the batch again."),
+    "sync.unsupported_encoding": _l("Send the batch plain or gzip-compressed."),
+    "sync.invalid_json": _l("The batch is not valid JSON (UTF-8)."),
+    "sync.invalid_batch": _l("The batch envelope is invalid; see errors."),
+    "sync.too_many_items": _l("The batch has too many items; split it."),
+    "sync.duplicate_client_id": _l("Two items in this batch have the same client_id."),
+    "sync.batch_conflict": _l("This batch_id was already used for other content; send new items in a new batch."),
 }
 
 

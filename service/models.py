@@ -117,6 +117,9 @@ class Report(Base):
     tracking_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     hidden: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    observed_at_device: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    clock_offset_s: Mapped[float | None] = mapped_column(Float)
 
     category: Mapped[Category] = relationship(lazy="joined")
 
@@ -189,3 +192,21 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class Device(Base):
+    """A field worker's phone: it pushes batches with its own token, for one area."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship(lazy="joined")
+    area: Mapped[Area] = relationship(lazy="joined")

@@ -186,3 +186,69 @@ def areas_geojson(db: Executor, level: str | None = None, parent_code: str | Non
         WHERE {' AND '.join(clauses)}
     """
     return db.scalar(text(sql), params)
+
+
+# --- offline sync ------------------------------------------------------------------------------------------------
+
+def advisory_xact_lock(db: Executor, key: int) -> None:
+    """Serialise work on one key (a batch or item id) until the transaction ends."""
+    db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def sync_report_state(db: Executor, report_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    """What the sync decisions need of a report (optionally row-locked)."""
+    return db.execute(
+        text("SELECT id, reference, version, payload_sha256, status, district_id, commune_id, city_id "
+             "FROM reports WHERE id = :id" + (" FOR UPDATE" if lock else "")),
+        {"id": report_id},
+    ).first()
+
+
+def stored_batch(db: Executor, batch_id: uuid.UUID) -> Row[Any] | None:
+    return db.execute(text("SELECT batch_id, device_id, fingerprint, sent_at, received_at, response "
+                           "FROM sync_batches WHERE batch_id = :id"), {"id": batch_id}).first()
+
+
+def save_batch(db: Executor, *, batch_id: uuid.UUID, device_id: int, fingerprint: str, sent_at: datetime,
+               received_at: datetime, item_count: int, response_json: str) -> None:
+    db.execute(text("INSERT INTO sync_batches (batch_id, device_id, fingerprint, sent_at, received_at, item_count, "
+                    "response) VALUES (:batch_id, :device_id, :fingerprint, :sent_at, :received_at, :item_count, "
+                    "CAST(:response AS jsonb))"),
+               {"batch_id": batch_id, "device_id": device_id, "fingerprint": fingerprint, "sent_at": sent_at,
+                "received_at": received_at, "item_count": item_count, "response": response_json})
+
+
+def applied_update(db: Executor, client_id: uuid.UUID) -> Row[Any] | None:
+    return db.execute(text("SELECT client_id, report_id, payload_hash, version FROM sync_applied_updates "
+                           "WHERE client_id = :id"), {"id": client_id}).first()
+
+
+def record_applied_update(db: Executor, *, client_id: uuid.UUID, report_id: uuid.UUID, payload_hash: str,
+                          version: int, device_id: int) -> None:
+    db.execute(text("INSERT INTO sync_applied_updates (client_id, report_id, payload_hash, version, device_id) "
+                    "VALUES (:client_id, :report_id, :payload_hash, :version, :device_id)"),
+               {"client_id": client_id, "report_id": report_id, "payload_hash": payload_hash, "version": version,
+                "device_id": device_id})
+
+
+def report_in_area(db: Executor, report_id: uuid.UUID, area_id: int) -> bool:
+    """Whether a report lies in an area (a city, khan or sangkat) by its stored area ids."""
+    return bool(db.scalar(text(
+        "SELECT EXISTS (SELECT 1 FROM reports r WHERE r.id = :rid AND :aid IN (r.city_id, r.district_id, r.commune_id))"),
+        {"rid": report_id, "aid": area_id}))
+
+
+def link_pending_photos(db: Executor, report_id: uuid.UUID, upload_shas: Sequence[str]) -> None:
+    """Remember which photos a synced report references, whether or not they have arrived."""
+    if upload_shas:
+        db.execute(text("INSERT INTO sync_photo_links (report_id, upload_sha256) "
+                        "SELECT :rid, unnest(CAST(:shas AS varchar[])) ON CONFLICT DO NOTHING"),
+                   {"rid": report_id, "shas": list(upload_shas)})
+
+
+def completed_uploads(db: Executor, upload_shas: Sequence[str]) -> set[str]:
+    """Which of these uploads have arrived whole and been stored as photos."""
+    if not upload_shas:
+        return set()
+    return set(db.scalars(text("SELECT upload_sha256 FROM sync_uploads WHERE upload_sha256 = ANY(:shas) "
+                               "AND stored_sha256 IS NOT NULL"), {"shas": list(upload_shas)}))

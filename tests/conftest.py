@@ -191,3 +191,24 @@ def live_server(live_database_url: str) -> Iterator[str]:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
         process.stderr.close()
+
+
+@pytest.fixture()
+def make_device(connection: Connection) -> Callable[..., tuple[str, int]]:
+    """Register a field device (and its worker) for an area; returns (token, device id)."""
+    from sqlalchemy import text
+
+    counter = iter(range(1_000_000))
+
+    def factory(area: str = "PP", role: str = "field_worker", revoked: bool = False) -> tuple[str, int]:
+        token = new_secret("dev_")
+        user_id = connection.execute(text("INSERT INTO users (username, role) VALUES (:u, :r) RETURNING id"),
+                                     {"u": f"worker-{next(counter)}", "r": role}).scalar_one()
+        device_id = connection.execute(text(
+            "INSERT INTO devices (name, user_id, area_id, token_hash, revoked_at) "
+            "SELECT 'phone', :uid, id, :hash, CASE WHEN :revoked THEN now() END FROM areas WHERE code = :area "
+            "RETURNING id"), {"uid": user_id, "hash": hash_secret(token), "revoked": revoked, "area": area}
+        ).scalar_one()
+        return token, device_id
+
+    return factory

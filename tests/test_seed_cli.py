@@ -141,3 +141,43 @@ def test_same_seed_same_day_same_data(connection):
     first, second = fingerprint(), fingerprint()
     assert len(first) == 300
     assert sorted(first, key=str) == sorted(second, key=str)
+
+
+def test_device_add_token_syncs_and_revoke_stops_it(runner, seeded, fresh_url, tmp_path):
+    import json
+    import uuid
+    from datetime import datetime, timezone
+
+    from PIL import Image
+
+    from service.cli import main
+
+    assert runner.invoke(main, ["user", "add", "dara", "--role", "field_worker"]).exit_code == 0
+    qr = tmp_path / "phone.png"
+    result = runner.invoke(main, ["device", "add", "--name", "Dara's phone", "--area", "PP-doun-penh",
+                                  "--worker", "dara", "--qr", str(qr)])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(": ", 1) for line in result.output.splitlines() if ": " in line)
+    token, link = lines["token"], lines["provisioning link"]
+    assert token.startswith("dev_") and link.endswith(f"/report#device-token={token}")
+    assert Image.open(qr).size[0] > 100
+    device_id = int(result.output.split()[1])
+    config = dataclasses.replace(Config.from_env(), database_url=fresh_url)
+    app = create_app(config)
+    client = app.test_client()
+
+    def push() -> int:
+        body = {"device_id": str(device_id), "batch_id": str(uuid.uuid4()),
+                "sent_at": datetime.now(timezone.utc).isoformat(),
+                "items": [{"client_id": str(uuid.uuid4()), "op": "create",
+                           "payload": {"category": "waste.burning",
+                                       "location": {"type": "Point", "coordinates": [104.9282, 11.5625]}}}]}
+        return client.post("/api/v1/sync/batches", data=json.dumps(body), content_type="application/json",
+                           headers={"Authorization": f"Bearer {token}"}).status_code
+
+    assert push() == 200
+    assert runner.invoke(main, ["device", "revoke", str(device_id)]).exit_code == 0
+    assert push() == 401
+    missing = runner.invoke(main, ["device", "add", "--name", "x", "--area", "PP-nowhere", "--worker", "dara"])
+    assert missing.exit_code != 0 and "no area" in missing.output
+    app.extensions["civicmap.engine"].dispose()

@@ -1,0 +1,140 @@
+"""Carry out a pushed sync batch: the ``sync`` package decides, this module writes.
+
+One transaction for the whole batch, one savepoint per item, so one bad item
+never sinks the others. Locks, never check-then-insert:
+
+* the batch id takes an advisory lock, so concurrent replays of one batch run
+  one after the other and the later ones answer from the stored response;
+* each item's client_id takes an advisory lock, so the same item in two
+  batches (two tabs, two phones) is decided once; report inserts also use
+  ``ON CONFLICT DO NOTHING`` on the primary key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy.orm import Session
+
+from service import queries
+from service.errors import ApiError
+from service.intake import add_note, change_status, create_report, find_report
+from service.models import Device
+from sync.decisions import (
+    AppliedUpdate,
+    StoredBatch,
+    StoredReport,
+    advisory_lock_key,
+    correct_clock,
+    decide_create,
+    decide_update,
+    item_hash,
+    missing_photos,
+    plan_batch,
+    policy_for,
+)
+from sync.protocol import BatchResponse, ItemResult, SyncBatch, SyncItem, assemble_results
+
+
+def _stored_report(db: Session, report_id: uuid.UUID, *, lock: bool = False) -> StoredReport | None:
+    row = queries.sync_report_state(db, report_id, lock=lock)
+    if row is None:
+        return None
+    return StoredReport(id=row.id, reference=row.reference, version=row.version, payload_hash=row.payload_sha256,
+                        status=row.status)
+
+
+def push_batch(db: Session, batch: SyncBatch, device: Device, *, now: datetime,
+               future_tolerance: timedelta) -> dict[str, Any]:
+    """Process (or answer a replay of) one batch and return the JSON response body."""
+    queries.advisory_xact_lock(db, advisory_lock_key(batch.batch_id, "civicmap.batch"))
+    stored = queries.stored_batch(db, batch.batch_id)
+    if stored is not None:
+        previous = StoredBatch(stored.batch_id, str(stored.device_id), stored.fingerprint, stored.received_at,
+                               stored.sent_at)
+        plan_batch(batch, previous, now)  # another device or other content: 409 sync.batch_conflict
+        return {**stored.response, "replayed": True}
+
+    plan = plan_batch(batch, None, now)
+    results: list[ItemResult] = []  # assemble_results adds the items the parser rejected
+    for item in batch.items:
+        savepoint = db.begin_nested()
+        try:
+            result = _push_item(db, item, batch, device, received_at=plan.received_at,
+                                future_tolerance=future_tolerance)
+            savepoint.commit()
+        except ApiError as exc:
+            savepoint.rollback()
+            if exc.status == 409:
+                current = _stored_report(db, item.client_id if item.op == "create" else item.payload["report_id"])
+                result = ItemResult(client_id=item.client_id, result="conflict", error=exc.error,
+                                    message=exc.message, index=item.index,
+                                    id=current.id if current else None,
+                                    reference=current.reference if current else None,
+                                    version=current.version if current else None,
+                                    current=current.summary() if current else None)
+            else:
+                result = ItemResult.rejected(item.index, item.client_id, exc.error, exc.message, exc.errors)
+        results.append(result)
+    response = BatchResponse(batch.batch_id, plan.received_at, plan.clock_offset,
+                             assemble_results(batch, results)).to_json()
+    queries.save_batch(db, batch_id=batch.batch_id, device_id=device.id, fingerprint=plan.fingerprint,
+                       sent_at=batch.sent_at, received_at=plan.received_at, item_count=batch.item_count,
+                       response_json=orjson.dumps(response).decode())
+    return response
+
+
+def _push_item(db: Session, item: SyncItem, batch: SyncBatch, device: Device, *, received_at: datetime,
+               future_tolerance: timedelta) -> ItemResult:
+    queries.advisory_xact_lock(db, advisory_lock_key(item.client_id))
+    if item.op == "create":
+        return _push_create(db, item, batch, device, received_at=received_at, future_tolerance=future_tolerance)
+    return _push_update(db, item, device, received_at=received_at)
+
+
+def _push_create(db: Session, item: SyncItem, batch: SyncBatch, device: Device, *, received_at: datetime,
+                 future_tolerance: timedelta) -> ItemResult:
+    existing = _stored_report(db, item.client_id)
+    decision = decide_create(item, existing)
+    if decision.action != "insert":
+        stored = decision.report
+        missing = missing_photos(item.photos, queries.completed_uploads(db, item.photos)) if stored else ()
+        return decision.to_result(item, missing_photos=missing)
+    payload = dict(item.payload)
+    observed = payload.get("observed_at")
+    clock = correct_clock(observed, batch.sent_at, received_at, future_tolerance) if observed else None
+    created = create_report(db, payload, source="field_sync", user=device.user, now=received_at,
+                            future_tolerance=future_tolerance, clock=clock, device_id=device.id)
+    queries.link_pending_photos(db, created.id, item.photos)
+    stored = StoredReport(created.id, created.reference, created.version, item_hash(item), created.status)
+    return decision.to_result(item, stored=stored,
+                              missing_photos=missing_photos(item.photos, queries.completed_uploads(db, item.photos)))
+
+
+def _push_update(db: Session, item: SyncItem, device: Device, *, received_at: datetime) -> ItemResult:
+    report_id: uuid.UUID = item.payload["report_id"]
+    applied_row = queries.applied_update(db, item.client_id)
+    applied = AppliedUpdate(applied_row.client_id, applied_row.report_id, applied_row.payload_hash,
+                            applied_row.version) if applied_row else None
+    current = _stored_report(db, report_id, lock=True)
+    in_area = current is not None and queries.report_in_area(db, report_id, device.area_id)
+    decision = decide_update(item, current, policy=policy_for(device.user.role), applied=applied, in_area=in_area)
+    if decision.action != "apply":
+        return decision.to_result(item)
+    change = decision.change
+    assert change is not None
+    report = find_report(db, str(report_id), for_update=True)
+    if change.new_status is None:
+        report = add_note(db, report, note=change.note, expected_version=change.expected_version,
+                          actor=device.user, now=received_at)
+    else:
+        report = change_status(db, report, new_status=change.new_status, note=change.note,
+                               expected_version=change.expected_version, duplicate_of=None, actor=device.user,
+                               now=received_at)
+    queries.record_applied_update(db, client_id=item.client_id, report_id=report.id, payload_hash=item_hash(item),
+                                  version=report.version, device_id=device.id)
+    return decision.to_result(item, stored=StoredReport(report.id, report.reference, report.version,
+                                                        report.payload_sha256, report.status))

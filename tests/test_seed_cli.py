@@ -160,7 +160,8 @@ def test_device_add_token_syncs_and_revoke_stops_it(runner, seeded, fresh_url, t
     lines = dict(line.split(": ", 1) for line in result.output.splitlines() if ": " in line)
     token, link = lines["token"], lines["provisioning link"]
     assert token.startswith("dev_") and link.endswith(f"/report#device-token={token}")
-    assert Image.open(qr).size[0] > 100
+    with Image.open(qr) as image:
+        assert image.size[0] > 100
     device_id = int(result.output.split()[1])
     config = dataclasses.replace(Config.from_env(), database_url=fresh_url)
     app = create_app(config)

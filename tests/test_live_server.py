@@ -98,3 +98,66 @@ def test_eight_concurrent_resends_store_exactly_one_report(live_server, live_dat
     finally:
         engine.dispose()
     assert (rows, events) == (1, 1)
+
+
+def _live_device(live_database_url: str) -> tuple[str, int]:
+    from sqlalchemy import create_engine, text
+
+    from service.auth import hash_secret, new_secret
+
+    token = new_secret("dev_")
+    engine = create_engine(live_database_url)
+    try:
+        with engine.begin() as conn:
+            user_id = conn.execute(text("INSERT INTO users (username, role) VALUES (:u, 'field_worker') RETURNING id"),
+                                   {"u": f"live-{token[-8:]}"}).scalar_one()
+            device_id = conn.execute(text("INSERT INTO devices (name, user_id, area_id, token_hash) SELECT 'phone', "
+                                          ":uid, id, :h FROM areas WHERE code = 'PP' RETURNING id"),
+                                     {"uid": user_id, "h": hash_secret(token)}).scalar_one()
+    finally:
+        engine.dispose()
+    return token, device_id
+
+
+def test_eight_concurrent_replays_of_one_batch_store_each_item_once(live_server, live_database_url):
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime, timezone
+
+    from sqlalchemy import create_engine, text
+
+    token, device_id = _live_device(live_database_url)
+    client_ids = [str(uuid.uuid4()) for _ in range(3)]
+    items = [{"client_id": cid, "op": "create",
+              "payload": {"category": "waste.illegal_dumping", "description": f"ចាក់សំរាម {i}",
+                          "location": {"type": "Point", "coordinates": [104.91 + i / 1000, 11.56]}}}
+             for i, cid in enumerate(client_ids)]
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+
+    def batch_body(batch_id: str) -> bytes:
+        return json.dumps({"device_id": str(device_id), "batch_id": batch_id,
+                           "sent_at": datetime.now(timezone.utc).isoformat(), "items": items}).encode()
+
+    same_batch = str(uuid.uuid4())
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replays = list(pool.map(lambda _: request(live_server, "POST", "/api/v1/sync/batches",
+                                                  batch_body(same_batch), headers), range(8)))
+        # The same items in eight different batches at once (two tabs, two phones).
+        others = list(pool.map(lambda _: request(live_server, "POST", "/api/v1/sync/batches",
+                                                 batch_body(str(uuid.uuid4())), headers), range(8)))
+    assert {status for status, _, _ in replays + others} == {200}
+    bodies = [json.loads(data) for _, data, _ in replays]
+    assert sum(not b["replayed"] for b in bodies) == 1
+    assert all(b["results"] == bodies[0]["results"] for b in bodies)
+    assert [r["result"] for r in bodies[0]["results"]] == ["created"] * 3
+    for _, data, _ in others:
+        assert [r["result"] for r in json.loads(data)["results"]] == ["unchanged"] * 3
+    engine = create_engine(live_database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.scalar(text("SELECT count(*) FROM reports WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                               {"ids": client_ids})
+            batches = conn.scalar(text("SELECT count(*) FROM sync_batches WHERE device_id = :d"), {"d": device_id})
+    finally:
+        engine.dispose()
+    assert rows == 3 and batches == 9

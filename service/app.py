@@ -19,7 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from service import db, errors
 from service.config import Config
 from service.errors import ApiError
-from service.resources.sync import GZIP_ENDPOINTS
+from service.resources.sync import GZIP_ENDPOINTS, STREAMING_ENDPOINTS
 from service.schemas import ErrorSchema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +72,9 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
         is read, before any parsing, including chunked bodies with no Content-Length.
         """
         if request.mimetype == "multipart/form-data":
+            return
+        if request.endpoint in STREAMING_ENDPOINTS:  # they read and limit the stream themselves
+            request.max_content_length = config.max_photo_bytes + 1
             return
         limit = config.sync_max_body_bytes if request.endpoint in GZIP_ENDPOINTS else config.max_body_bytes
         if request.content_length is None and request.environ.get("wsgi.input_terminated"):

@@ -232,19 +232,26 @@ def add_note(session: Session, report: Report, *, note: str, expected_version: i
     return report
 
 
-def attach_photo(session: Session, report: Report, photo: StoredPhoto) -> None:
-    """Store a sanitised photo (once per content) and link it to the report (once)."""
-    linked = session.scalar(
-        select(ReportPhoto.photo_sha256).where(ReportPhoto.report_id == report.id,
-                                               ReportPhoto.photo_sha256 == photo.sha256))
-    if linked is not None:
-        return
-    count = len(session.scalars(select(ReportPhoto.photo_sha256).where(ReportPhoto.report_id == report.id)).all())
-    if count >= MAX_PHOTOS_PER_REPORT:
-        raise ApiError("photo.too_many", _("A report can have at most %(n)s photos.", n=MAX_PHOTOS_PER_REPORT), 422)
+def store_photo(session: Session, photo: StoredPhoto) -> None:
+    """Store a sanitised photo, once per content."""
     session.execute(insert(Photo).values(
         sha256=photo.sha256, content=photo.content, mime=photo.mime, width=photo.width, height=photo.height,
         byte_size=len(photo.content)).on_conflict_do_nothing(index_elements=["sha256"]))
-    session.execute(insert(ReportPhoto).values(report_id=report.id, photo_sha256=photo.sha256)
+
+
+def attach_photo(session: Session, report: Report, photo: StoredPhoto) -> None:
+    """Store a sanitised photo (once per content) and link it to the report (once)."""
+    store_photo(session, photo)
+    link_photo(session, report, photo.sha256)
+
+
+def link_photo(session: Session, report: Report, photo_sha256: str) -> None:
+    """Link a stored photo to a report, at most once and at most MAX_PHOTOS_PER_REPORT in all."""
+    linked = set(session.scalars(select(ReportPhoto.photo_sha256).where(ReportPhoto.report_id == report.id)))
+    if photo_sha256 in linked:
+        return
+    if len(linked) >= MAX_PHOTOS_PER_REPORT:
+        raise ApiError("photo.too_many", _("A report can have at most %(n)s photos.", n=MAX_PHOTOS_PER_REPORT), 422)
+    session.execute(insert(ReportPhoto).values(report_id=report.id, photo_sha256=photo_sha256)
                     .on_conflict_do_nothing())
     session.flush()

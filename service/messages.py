@@ -28,6 +28,13 @@ MESSAGES = {
     "sync.invalid_batch": _l("The batch envelope is invalid; see errors."),
     "sync.too_many_items": _l("The batch has too many items; split it."),
     "sync.duplicate_client_id": _l("Two items in this batch have the same client_id."),
+    "sync.photo_hash_mismatch": _l("The photo's bytes do not match its sha256; the upload was discarded, start again."),
+    "sync.upload_gap": _l("Part of the photo is missing; send it from Upload-Offset."),
+    "sync.upload_length_mismatch": _l("This upload began with another size; send it from Upload-Offset."),
+    "sync.bad_content_range": _l("Content-Range must read 'bytes first-last/total'."),
+    "sync.range_not_satisfiable": _l("Content-Range goes past the end of the photo."),
+    "sync.photo_too_large": _l("The photo is too large; send a smaller one."),
+    "sync.bad_sha256": _l("A photo is named by the sha256 of its bytes: 64 hex characters."),
     "sync.batch_conflict": _l("This batch_id was already used for other content; send new items in a new batch."),
 }
 

@@ -252,3 +252,45 @@ def completed_uploads(db: Executor, upload_shas: Sequence[str]) -> set[str]:
         return set()
     return set(db.scalars(text("SELECT upload_sha256 FROM sync_uploads WHERE upload_sha256 = ANY(:shas) "
                                "AND stored_sha256 IS NOT NULL"), {"shas": list(upload_shas)}))
+
+
+def upload_state(db: Executor, upload_sha256: str) -> Row[Any] | None:
+    """How much of an upload is stored, its declared size, and the photo it became (if complete)."""
+    return db.execute(text("SELECT octet_length(content) AS stored_bytes, total_bytes, stored_sha256 "
+                           "FROM sync_uploads WHERE upload_sha256 = :sha"), {"sha": upload_sha256}).first()
+
+
+def append_upload(db: Executor, *, upload_sha256: str, device_id: int, total_bytes: int, chunk: bytes) -> None:
+    db.execute(text("""
+        INSERT INTO sync_uploads (upload_sha256, device_id, total_bytes, content) VALUES (:sha, :dev, :total, :chunk)
+        ON CONFLICT (upload_sha256) DO UPDATE SET content = sync_uploads.content || EXCLUDED.content,
+                                                  updated_at = now()"""),
+               {"sha": upload_sha256, "dev": device_id, "total": total_bytes, "chunk": chunk})
+
+
+def upload_content(db: Executor, upload_sha256: str) -> bytes:
+    return bytes(db.scalar(text("SELECT content FROM sync_uploads WHERE upload_sha256 = :sha"),
+                           {"sha": upload_sha256}))
+
+
+def finish_upload(db: Executor, upload_sha256: str, stored_sha256: str) -> None:
+    """Mark an upload complete and free its raw bytes: the sanitised photo is what we keep."""
+    db.execute(text("UPDATE sync_uploads SET stored_sha256 = :stored, content = ''::bytea, updated_at = now() "
+                    "WHERE upload_sha256 = :sha"), {"sha": upload_sha256, "stored": stored_sha256})
+
+
+def discard_upload(db: Executor, upload_sha256: str) -> None:
+    db.execute(text("DELETE FROM sync_uploads WHERE upload_sha256 = :sha"), {"sha": upload_sha256})
+
+
+def reports_waiting_for_upload(db: Executor, upload_sha256: str) -> list[uuid.UUID]:
+    return list(db.scalars(text("SELECT report_id FROM sync_photo_links WHERE upload_sha256 = :sha "
+                                "ORDER BY report_id"), {"sha": upload_sha256}))
+
+
+def stored_photos_of_uploads(db: Executor, upload_shas: Sequence[str]) -> list[str]:
+    """The sanitised photo hashes of the completed uploads among these."""
+    if not upload_shas:
+        return []
+    return list(db.scalars(text("SELECT stored_sha256 FROM sync_uploads WHERE upload_sha256 = ANY(:shas) "
+                                "AND stored_sha256 IS NOT NULL"), {"shas": list(upload_shas)}))

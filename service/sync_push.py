@@ -23,6 +23,7 @@ from service import queries
 from service.errors import ApiError
 from service.intake import add_note, change_status, create_report, find_report
 from service.models import Device
+from service.sync_uploads import attach_uploaded_photos
 from sync.decisions import (
     AppliedUpdate,
     StoredBatch,
@@ -109,6 +110,7 @@ def _push_create(db: Session, item: SyncItem, batch: SyncBatch, device: Device, 
     created = create_report(db, payload, source="field_sync", user=device.user, now=received_at,
                             future_tolerance=future_tolerance, clock=clock, device_id=device.id)
     queries.link_pending_photos(db, created.id, item.photos)
+    attach_uploaded_photos(db, created.id, item.photos)
     stored = StoredReport(created.id, created.reference, created.version, item_hash(item), created.status)
     return decision.to_result(item, stored=stored,
                               missing_photos=missing_photos(item.photos, queries.completed_uploads(db, item.photos)))

@@ -161,3 +161,37 @@ def test_eight_concurrent_replays_of_one_batch_store_each_item_once(live_server,
     finally:
         engine.dispose()
     assert rows == 3 and batches == 9
+
+
+def test_link_drop_mid_upload_keeps_what_arrived(live_server, live_database_url):
+    """The phone loses signal halfway through a piece: the server keeps the prefix, HEAD says where to resume."""
+    import hashlib
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    token, _ = _live_device(live_database_url)
+    photo = bytes(range(256)) * 2000  # 512,000 bytes; content does not matter until the end
+    sha = hashlib.sha256(photo).hexdigest()
+    parts = urlsplit(live_server)
+    piece_end = 199_999
+    head_lines = (f"PUT /api/v1/sync/photos/{sha} HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+                  f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+                  f"Content-Range: bytes 0-{piece_end}/{len(photo)}\r\nContent-Length: {piece_end + 1}\r\n\r\n")
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head_lines.encode() + photo[:120_000])  # then the link drops
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1024)  # wait until the server is done with this request
+    offset = None
+    for _ in range(50):
+        status, _, headers = request(live_server, "HEAD", f"/api/v1/sync/photos/{sha}",
+                                     headers={"Authorization": f"Bearer {token}"})
+        if status == 200:
+            offset = int(headers["Upload-Offset"])
+            break
+        time.sleep(0.1)
+    assert offset == 120_000
+    status, data, _ = request(live_server, "PUT", f"/api/v1/sync/photos/{sha}", photo[offset:piece_end + 1],
+                              {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream",
+                               "Content-Range": f"bytes {offset}-{piece_end}/{len(photo)}"})
+    assert status == 200 and json.loads(data)["offset"] == piece_end + 1

@@ -1,4 +1,4 @@
-"""Offline batch sync for field devices: push batches (more routes follow: photos, change feed).
+"""Offline batch sync for field devices: push batches, resumable photo uploads (change feed to follow).
 
 The rules live in ``sync/`` (pure); ``service.sync_push`` carries them out.
 See docs/sync-protocol.md for the wire format.
@@ -9,22 +9,29 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, request, url_for
 from flask.views import MethodView
 from flask_babel import gettext as _
 from flask_smorest import Blueprint
 
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+from service import queries
 from service.auth import current_device
 from service.db import get_session
 from service.errors import ApiError
 from service.messages import translated
 from service.sync_push import push_batch
-from sync.protocol import BatchLimits, ProtocolError, decode_json, parse_batch, read_body
+from service.sync_uploads import UploadLimits, UploadRefused, UploadState, receive_chunk
+from sync.decisions import parse_content_range, photo_head
+from sync.protocol import BatchLimits, ProtocolError, decode_json, parse_batch, parse_sha256, read_body
 
 blp = Blueprint("sync", __name__, url_prefix="/api/v1/sync", description="Offline batch sync for field devices")
 
 #: Endpoints that take ``Content-Encoding: gzip`` (they inflate it themselves, with a limit).
 GZIP_ENDPOINTS = frozenset({"sync.SyncBatches"})
+#: Endpoints that read their body themselves, keeping what arrived if the link drops.
+STREAMING_ENDPOINTS = frozenset({"sync.SyncPhoto"})
 
 
 def batch_limits() -> BatchLimits:
@@ -66,3 +73,78 @@ class SyncBatches(MethodView):
             raise api_error(exc) from exc
         session.commit()
         return response
+
+
+def _read_what_arrives(limit: int) -> bytes:
+    """The body, or as much of it as arrived before the client went away (kept, not lost)."""
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while True:
+            block = request.stream.read(64 * 1024)
+            if not block:
+                break
+            total += len(block)
+            if total > limit:
+                raise RequestEntityTooLarge()
+            chunks.append(block)
+    except (ClientDisconnected, ConnectionError):
+        pass
+    return b"".join(chunks)
+
+
+def _upload_headers(state: UploadState) -> dict[str, str]:
+    return {"Upload-Offset": str(state.offset), "Upload-Length": str(state.total),
+            "Upload-Complete": "?1" if state.complete else "?0", "Cache-Control": "no-store"}
+
+
+@blp.route("/photos/<sha256>")
+class SyncPhoto(MethodView):
+    @blp.response(200, description="What is stored: Upload-Offset, Upload-Length, Upload-Complete headers")
+    @blp.doc(security=[{"bearer": []}])
+    def head(self, sha256: str) -> Any:
+        """How much of a photo upload the server holds (resume from Upload-Offset)"""
+        current_device()
+        sha = _sha(sha256)
+        state = queries.upload_state(get_session(), sha)
+        if state is None:
+            status, headers = photo_head(0, None, False)
+        elif state.stored_sha256 is not None:
+            status, headers = photo_head(state.total_bytes, state.total_bytes, True)
+        else:
+            status, headers = photo_head(state.stored_bytes, state.total_bytes, False)
+        return current_app.response_class(status=status, headers=headers)
+
+    @blp.response(200, description="Upload progress, and the stored photo once complete")
+    @blp.doc(security=[{"bearer": []}], requestBody={"content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}})
+    def put(self, sha256: str) -> Any:
+        """Upload a photo, whole or in Content-Range pieces; idempotent and resumable"""
+        device = current_device()
+        sha = _sha(sha256)
+        cfg = current_app.config["CIVICMAP"]
+        limits = UploadLimits(cfg.max_photo_bytes, cfg.max_photo_pixels, cfg.photo_max_edge)
+        session = get_session()
+        try:
+            header = request.headers.get("Content-Range")
+            rng = parse_content_range(header, cfg.max_photo_bytes) if header else None
+            data = _read_what_arrives(cfg.max_photo_bytes)
+            state = receive_chunk(session, sha, data, rng, device, limits)
+        except ProtocolError as exc:
+            raise api_error(exc) from exc
+        except UploadRefused as exc:
+            session.commit()  # the discarded upload stays discarded
+            raise ApiError(exc.error, exc.message, exc.status, errors={"photo": [exc.message]}) from exc
+        session.commit()
+        photo = ({"sha256": state.photo_sha256, "url": url_for("photos.photo", sha256=state.photo_sha256)}
+                 if state.photo_sha256 else None)
+        body = {"upload_sha256": sha, "offset": state.offset, "total": state.total, "complete": state.complete,
+                "photo": photo}
+        return body, 200, _upload_headers(state)
+
+
+def _sha(text: str) -> str:
+    try:
+        return parse_sha256(text)
+    except ProtocolError as exc:
+        raise api_error(exc) from exc

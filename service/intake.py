@@ -139,6 +139,7 @@ def create_report(session: Session, payload: dict[str, Any], *, source: str, use
                             actor_role=user.role if user else "resident", old_status=None, new_status="new",
                             note=""))
     session.flush()
+    queries.record_report_change(session, report_id)
     return CreatedReport(report_id, values["reference"], "new", 1, now, values["observed_at_flag"], token, False)
 
 
@@ -209,6 +210,7 @@ def change_status(session: Session, report: Report, *, new_status: str, note: st
     session.add(ReportEvent(report_id=report.id, actor_id=actor.id, actor_role=actor.role, old_status=old_status,
                             new_status=new_status, note=note))
     session.flush()
+    queries.record_report_change(session, report.id)
     session.refresh(report)
     return report
 
@@ -228,6 +230,7 @@ def add_note(session: Session, report: Report, *, note: str, expected_version: i
     session.add(ReportEvent(report_id=report.id, actor_id=actor.id, actor_role=actor.role, old_status=report.status,
                             new_status=report.status, note=note))
     session.flush()
+    queries.record_report_change(session, report.id)
     session.refresh(report)
     return report
 
@@ -255,3 +258,4 @@ def link_photo(session: Session, report: Report, photo_sha256: str) -> None:
     session.execute(insert(ReportPhoto).values(report_id=report.id, photo_sha256=photo_sha256)
                     .on_conflict_do_nothing())
     session.flush()
+    queries.record_report_change(session, report.id)

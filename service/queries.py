@@ -294,3 +294,33 @@ def stored_photos_of_uploads(db: Executor, upload_shas: Sequence[str]) -> list[s
         return []
     return list(db.scalars(text("SELECT stored_sha256 FROM sync_uploads WHERE upload_sha256 = ANY(:shas) "
                                 "AND stored_sha256 IS NOT NULL"), {"shas": list(upload_shas)}))
+
+
+# --- change feed -------------------------------------------------------------------------------------------------
+
+def record_report_change(db: Executor, report_id: uuid.UUID) -> None:
+    """Tell the devices' change feed that a report changed (numbered at commit)."""
+    db.execute(text("INSERT INTO changes (kind, report_id, city_id, district_id, commune_id) "
+                    "SELECT 'report', id, city_id, district_id, commune_id FROM reports WHERE id = :id"),
+               {"id": report_id})
+
+
+def record_category_changes(db: Executor) -> None:
+    db.execute(text("INSERT INTO changes (kind, category_code) SELECT 'category', code FROM categories"))
+
+
+def changes_after(db: Executor, after: int, area_id: int, limit: int) -> Sequence[Row[Any]]:
+    """The next numbered changes a device of an area should hear about, oldest first."""
+    return db.execute(text("""
+        SELECT seq, kind, report_id, category_code FROM changes
+        WHERE seq > :after AND (kind = 'category' OR :area IN (city_id, district_id, commune_id))
+        ORDER BY seq LIMIT :limit"""), {"after": after, "area": area_id, "limit": limit}).all()
+
+
+def public_reports_by_id(db: Executor, report_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row[Any]]:
+    """Public rows of several reports at once (hidden ones are left out)."""
+    if not report_ids:
+        return {}
+    rows = db.execute(text(f"{_PUBLIC_REPORT_SELECT} WHERE r.id = ANY(:ids) AND NOT r.hidden"),
+                      {"ids": list(report_ids)}).all()
+    return {row.id: row for row in rows}

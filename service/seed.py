@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from geo.synthetic import SeedArea, SeedCategory, SyntheticChunk, generate_reports
+from service.queries import record_category_changes
 from service.references import reference_for
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
@@ -118,6 +119,7 @@ def load_categories(conn: Connection, data_dir: Path = SAMPLE_DATA) -> int:
                 active = EXCLUDED.active"""),
         rows,
     )
+    record_category_changes(conn)  # devices pull the (new) labels with their next sync
     return len(rows)
 
 

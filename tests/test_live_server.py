@@ -195,3 +195,113 @@ def test_link_drop_mid_upload_keeps_what_arrived(live_server, live_database_url)
                               {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream",
                                "Content-Range": f"bytes {offset}-{piece_end}/{len(photo)}"})
     assert status == 200 and json.loads(data)["offset"] == piece_end + 1
+
+
+def _live_moderator(live_database_url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    from service.auth import hash_secret, new_secret
+
+    token = new_secret()
+    engine = create_engine(live_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("WITH u AS (INSERT INTO users (username, role) VALUES (:u, 'moderator') RETURNING id) "
+                              "INSERT INTO api_tokens (user_id, token_hash) SELECT id, :h FROM u"),
+                         {"u": f"mod-{token[-8:]}", "h": hash_secret(token)})
+    finally:
+        engine.dispose()
+    return token
+
+
+def _pull_all(live_server: str, token: str, cursor: str | None = None) -> tuple[list[dict], str]:
+    items: list[dict] = []
+    while True:
+        path = "/api/v1/sync/changes?limit=50" + (f"&cursor={cursor}" if cursor else "")
+        status, data, _ = request(live_server, "GET", path, headers={"Authorization": f"Bearer {token}"})
+        assert status == 200, data
+        page = json.loads(data)
+        items.extend(page["items"])
+        cursor = page["cursor"]
+        if not page["more"]:
+            return items, cursor
+
+
+def test_change_feed_brings_the_citys_answer_back_to_the_phone(live_server, live_database_url):
+    import uuid
+    from datetime import datetime, timezone
+
+    token, device_id = _live_device(live_database_url)
+    items_before, cursor = _pull_all(live_server, token)
+    assert {i["kind"] for i in items_before} >= {"category"}
+    client_id = str(uuid.uuid4())
+    batch = {"device_id": str(device_id), "batch_id": str(uuid.uuid4()),
+             "sent_at": datetime.now(timezone.utc).isoformat(),
+             "items": [{"client_id": client_id, "op": "create",
+                        "payload": {"category": "street.dark_streetlight", "description": "ភ្លើងផ្លូវមិនឆេះ",
+                                    "location": {"type": "Point", "coordinates": [104.9282, 11.5625]},
+                                    "contact": {"phone": "012 345 678", "consent": True}}}]}
+    status, _, _ = request(live_server, "POST", "/api/v1/sync/batches", json.dumps(batch).encode(),
+                           {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    assert status == 200
+    moderator = _live_moderator(live_database_url)
+    status, data, _ = request(live_server, "PATCH", f"/api/v1/reports/{client_id}/status",
+                              json.dumps({"status": "acknowledged", "note": "យើងនឹងជួសជុលនៅសប្តាហ៍នេះ",
+                                          "version": 1}, ensure_ascii=False).encode(),
+                              {"Content-Type": "application/json", "Authorization": f"Bearer {moderator}"})
+    assert status == 200, data
+    new_items, new_cursor = _pull_all(live_server, token, cursor)
+    mine = [i for i in new_items if i["kind"] == "report" and i["id"] == client_id]
+    assert mine and mine[-1]["report"]["status"] == "acknowledged"
+    assert mine[-1]["report"]["description"] == "ភ្លើងផ្លូវមិនឆេះ"
+    assert "012 345 678" not in json.dumps(new_items, ensure_ascii=False)
+    seqs = [i["seq"] for i in new_items]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    again, same_cursor = _pull_all(live_server, token, new_cursor)
+    assert again == [] and same_cursor == new_cursor
+    # A device in Sihanoukville does not hear about Phnom Penh's streetlights.
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(live_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE devices SET area_id = (SELECT id FROM areas WHERE code = 'SV') WHERE id = :d"),
+                         {"d": device_id})
+    finally:
+        engine.dispose()
+    elsewhere, _ = _pull_all(live_server, token)
+    assert all(i["kind"] == "category" for i in elsewhere)
+
+
+def test_feed_numbers_follow_commit_order_so_no_cursor_skips_a_change(live_database_url):
+    """T1 writes first but commits last: it must still be numbered after T2, never behind a reader's cursor."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(live_database_url)
+    insert = text("INSERT INTO changes (kind, category_code) VALUES ('category', 'waste') RETURNING id")
+    try:
+        with engine.connect() as first, engine.connect() as second:
+            t1 = first.begin()
+            id1 = first.execute(insert).scalar_one()
+            t2 = second.begin()
+            id2 = second.execute(insert).scalar_one()
+            t2.commit()
+            with engine.connect() as reader:
+                seen = reader.scalar(text("SELECT max(seq) FROM changes"))
+                assert reader.scalar(text("SELECT seq FROM changes WHERE id = :i"), {"i": id2}) == seen
+            t1.commit()
+            with engine.connect() as reader:
+                seq1 = reader.scalar(text("SELECT seq FROM changes WHERE id = :i"), {"i": id1})
+        assert seq1 > seen  # numbered at commit: a reader already past `seen` still gets it
+    finally:
+        engine.dispose()
+
+
+def test_bad_and_forged_cursors(live_server, live_database_url):
+    from sync.decisions import encode_cursor
+
+    token, _ = _live_device(live_database_url)
+    for cursor in ("garbage", encode_cursor(5, secret=b"someone else's key")):
+        status, data, _ = request(live_server, "GET", f"/api/v1/sync/changes?cursor={cursor}",
+                                  headers={"Authorization": f"Bearer {token}"})
+        assert status == 400 and json.loads(data)["error"] == "sync.bad_cursor"

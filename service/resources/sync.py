@@ -1,4 +1,4 @@
-"""Offline batch sync for field devices: push batches, resumable photo uploads (change feed to follow).
+"""Offline batch sync for field devices: push batches, resumable photo uploads, the change feed.
 
 The rules live in ``sync/`` (pure); ``service.sync_push`` carries them out.
 See docs/sync-protocol.md for the wire format.
@@ -13,6 +13,8 @@ from flask import current_app, request, url_for
 from flask.views import MethodView
 from flask_babel import gettext as _
 from flask_smorest import Blueprint
+from marshmallow import fields, validate
+from sqlalchemy import select
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
@@ -21,9 +23,12 @@ from service.auth import current_device
 from service.db import get_session
 from service.errors import ApiError
 from service.messages import translated
+from service.models import Category
+from service.resources.reports import public_report_dict
+from service.schemas import QuerySchema
 from service.sync_push import push_batch
 from service.sync_uploads import UploadLimits, UploadRefused, UploadState, receive_chunk
-from sync.decisions import parse_content_range, photo_head
+from sync.decisions import decode_cursor, paginate_changes, parse_content_range, photo_head
 from sync.protocol import BatchLimits, ProtocolError, decode_json, parse_batch, parse_sha256, read_body
 
 blp = Blueprint("sync", __name__, url_prefix="/api/v1/sync", description="Offline batch sync for field devices")
@@ -148,3 +153,44 @@ def _sha(text: str) -> str:
         return parse_sha256(text)
     except ProtocolError as exc:
         raise api_error(exc) from exc
+
+
+class ChangesQuerySchema(QuerySchema):
+    cursor = fields.String(metadata={"description": "from the previous page; leave out to start from the beginning"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+def _cursor_secret() -> bytes:
+    return current_app.config["SECRET_KEY"].encode("utf-8")
+
+
+@blp.route("/changes")
+class SyncChanges(MethodView):
+    @blp.arguments(ChangesQuerySchema, location="query")
+    @blp.response(200, description="Changes after the cursor, oldest first, and the cursor to pass next")
+    @blp.doc(security=[{"bearer": []}])
+    def get(self, args: dict[str, Any]) -> Any:
+        """What changed in the device's area since the cursor: reports (status, notes, photos) and categories"""
+        device = current_device()
+        session = get_session()
+        try:
+            after = decode_cursor(args["cursor"], secret=_cursor_secret()) if "cursor" in args else 0
+        except ProtocolError as exc:
+            raise api_error(exc) from exc
+        limit = args["limit"]
+        rows = queries.changes_after(session, after, device.area_id, limit + 1)
+        page = paginate_changes(rows, after=after, limit=limit, seq_of=lambda r: r.seq, secret=_cursor_secret())
+        reports = queries.public_reports_by_id(session, [r.report_id for r in page.items if r.kind == "report"])
+        categories = {c.code: c for c in session.scalars(select(Category))}
+        items = []
+        for change in page.items:
+            if change.kind == "report":
+                row = reports.get(change.report_id)
+                items.append({"seq": change.seq, "kind": "report", "id": str(change.report_id),
+                              "removed": row is None, "report": public_report_dict(row) if row else None})
+            else:
+                category = categories[change.category_code]
+                items.append({"seq": change.seq, "kind": "category", "code": category.code, "category": {
+                    "code": category.code, "parent": category.parent_code, "label_en": category.label_en,
+                    "label_km": category.label_km, "icon": category.icon, "active": category.active}})
+        return {"items": items, "cursor": page.cursor, "more": page.more}

@@ -18,6 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import db, errors
 from service.config import Config
+from service.ratelimit import limiter
 from service.errors import ApiError
 from service.resources.sync import GZIP_ENDPOINTS, STREAMING_ENDPOINTS
 from service.schemas import ErrorSchema
@@ -62,6 +63,7 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
 
     for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp, sync_blp):
         api.register_blueprint(blueprint)
+    limiter.init_app(app)
     errors.init_app(app)  # after the Api, so our one error shape replaces flask-smorest's
 
     @app.before_request

@@ -29,6 +29,8 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("SYNC_MAX_BODY_BYTES", str(2 * 1024 * 1024), "largest sync batch body as sent (gzip or not)"),
     ("SYNC_MAX_INFLATED_BYTES", str(8 * 1024 * 1024), "largest sync batch after gzip inflation; more is 413"),
     ("SYNC_MAX_ITEMS", "500", "most items in one sync batch"),
+    ("SYNC_RATE_LIMIT", "120/minute", "requests each device may make to /api/v1/sync; more gets 429 with Retry-After"),
+    ("RATELIMIT_STORAGE_URI", "memory://", "where rate-limit counts live (memory:// is per gunicorn worker; redis://… shares them)"),
     ("LOG_LEVEL", "INFO", "Python logging level"),
 ]
 
@@ -64,6 +66,8 @@ class Config:
     sync_max_body_bytes: int
     sync_max_inflated_bytes: int
     sync_max_items: int
+    sync_rate_limit: str
+    ratelimit_storage_uri: str
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -82,6 +86,8 @@ class Config:
             sync_max_body_bytes=int(_env("SYNC_MAX_BODY_BYTES")),
             sync_max_inflated_bytes=int(_env("SYNC_MAX_INFLATED_BYTES")),
             sync_max_items=int(_env("SYNC_MAX_ITEMS")),
+            sync_rate_limit=_env("SYNC_RATE_LIMIT"),
+            ratelimit_storage_uri=_env("RATELIMIT_STORAGE_URI"),
         )
         config.check()
         return config
@@ -110,4 +116,6 @@ class Config:
             "OPENAPI_SWAGGER_UI_PATH": "docs",
             "OPENAPI_SWAGGER_UI_URL": "/api/v1/docs/assets/",
             "BABEL_DEFAULT_LOCALE": "en",
+            "RATELIMIT_STORAGE_URI": self.ratelimit_storage_uri,
+            "RATELIMIT_HEADERS_ENABLED": True,
         }

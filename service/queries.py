@@ -324,3 +324,8 @@ def public_reports_by_id(db: Executor, report_ids: Sequence[uuid.UUID]) -> dict[
     rows = db.execute(text(f"{_PUBLIC_REPORT_SELECT} WHERE r.id = ANY(:ids) AND NOT r.hidden"),
                       {"ids": list(report_ids)}).all()
     return {row.id: row for row in rows}
+
+
+def last_change_number(db: Executor) -> int:
+    """The highest feed number given out so far (0 before the first)."""
+    return db.scalar(text("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_seq")) or 0

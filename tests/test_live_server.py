@@ -305,3 +305,9 @@ def test_bad_and_forged_cursors(live_server, live_database_url):
         status, data, _ = request(live_server, "GET", f"/api/v1/sync/changes?cursor={cursor}",
                                   headers={"Authorization": f"Bearer {token}"})
         assert status == 400 and json.loads(data)["error"] == "sync.bad_cursor"
+    from service.config import DEV_SECRET_KEY
+
+    future = encode_cursor(10**12, secret=DEV_SECRET_KEY.encode())  # well signed, but from another database
+    status, data, _ = request(live_server, "GET", f"/api/v1/sync/changes?cursor={future}",
+                              headers={"Authorization": f"Bearer {token}"})
+    assert status == 400 and json.loads(data)["error"] == "sync.cursor_from_future"

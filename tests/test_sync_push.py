@@ -207,3 +207,16 @@ def test_sync_needs_a_live_device_token(client, make_device, make_token):
     assert_error(push(client, make_token("moderator"), body), 401, "auth.invalid_token")
     revoked_token, revoked_id = make_device("PP", revoked=True)
     assert_error(push(client, revoked_token, batch(revoked_id, [create_item()])), 401, "auth.token_revoked")
+
+
+def test_a_runaway_device_gets_429_with_retry_after(app, device, config):
+    import dataclasses
+
+    token, device_id = device
+    app.config["CIVICMAP"] = dataclasses.replace(config, sync_rate_limit="3/minute")
+    client = app.test_client()
+    statuses = [push(client, token, batch(device_id, [create_item()])).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    limited = push(client, token, batch(device_id, [create_item()]))
+    assert_error(limited, 429, "request.rate_limited")
+    assert int(limited.headers["Retry-After"]) > 0

@@ -23,6 +23,7 @@ from service.auth import current_device
 from service.db import get_session
 from service.errors import ApiError
 from service.messages import translated
+from service.ratelimit import device_key, limiter, sync_limit
 from service.models import Category
 from service.resources.reports import public_report_dict
 from service.schemas import QuerySchema
@@ -32,6 +33,7 @@ from sync.decisions import decode_cursor, paginate_changes, parse_content_range,
 from sync.protocol import BatchLimits, ProtocolError, decode_json, parse_batch, parse_sha256, read_body
 
 blp = Blueprint("sync", __name__, url_prefix="/api/v1/sync", description="Offline batch sync for field devices")
+limiter.limit(sync_limit, key_func=device_key)(blp)
 
 #: Endpoints that take ``Content-Encoding: gzip`` (they inflate it themselves, with a limit).
 GZIP_ENDPOINTS = frozenset({"sync.SyncBatches"})
@@ -177,6 +179,9 @@ class SyncChanges(MethodView):
             after = decode_cursor(args["cursor"], secret=_cursor_secret()) if "cursor" in args else 0
         except ProtocolError as exc:
             raise api_error(exc) from exc
+        if after > queries.last_change_number(session):
+            raise ApiError("sync.cursor_from_future", _("This cursor is ahead of the server; pull again without one."),
+                           400)
         limit = args["limit"]
         rows = queries.changes_after(session, after, device.area_id, limit + 1)
         page = paginate_changes(rows, after=after, limit=limit, seq_of=lambda r: r.seq, secret=_cursor_secret())

@@ -23,6 +23,7 @@ from sqlalchemy import select, text
 
 from service import db
 from service.app import create_app
+from service.cli_sync import sync_group
 from service.models import USER_ROLES, ApiToken, User
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -46,6 +47,9 @@ def upgrade_database(engine: object) -> None:
 @click.group(cls=FlaskGroup, create_app=lambda: create_app(), add_default_commands=False)
 def main() -> None:
     """civicmap: crowdsourced urban-issue mapping."""
+
+
+main.add_command(sync_group)
 
 
 @main.group("db")

@@ -16,6 +16,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -157,7 +158,13 @@ def live_database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def live_server(live_database_url: str) -> Iterator[str]:
+def live_server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """gunicorn's error log (a file: a pipe nobody reads would fill up and stall the server)."""
+    return tmp_path_factory.mktemp("live") / "gunicorn.log"
+
+
+@pytest.fixture(scope="session")
+def live_server(live_database_url: str, live_server_log: Path) -> Iterator[str]:
     """The real thing: gunicorn serving the app on a free port."""
     import signal
     import socket
@@ -170,10 +177,11 @@ def live_server(live_database_url: str) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "DATABASE_URL": live_database_url, "MAX_BODY_BYTES": "65536"}
+    log = live_server_log.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
          "service.app:create_app()"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -184,13 +192,13 @@ def live_server(live_database_url: str) -> Iterator[str]:
                         break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start: {process.stderr.read().decode()[-2000:]}")
+                    raise RuntimeError(f"gunicorn did not start: {live_server_log.read_text()[-2000:]}")
                 time.sleep(0.2)
         yield base
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
-        process.stderr.close()
+        log.close()
 
 
 @pytest.fixture()

@@ -46,14 +46,23 @@ class CreatedReport:
     replayed: bool
 
 
+def category_problem(category: Category | None, code: str) -> ApiError | None:
+    """Why a report cannot use this category, or None when it can."""
+    if category is None:
+        return ApiError("report.unknown_category", _("There is no category %(code)s.", code=code),
+                        errors={"category": [_("Unknown category.")]})
+    if not category.active:
+        return ApiError("report.inactive_category", _("The category %(code)s is no longer in use.", code=code),
+                        errors={"category": [_("Inactive category.")]})
+    return None
+
+
 def active_category(session: Session, code: str) -> Category:
     category = session.get(Category, code)
-    if category is None:
-        raise ApiError("report.unknown_category", _("There is no category %(code)s.", code=code),
-                       errors={"category": [_("Unknown category.")]})
-    if not category.active:
-        raise ApiError("report.inactive_category", _("The category %(code)s is no longer in use.", code=code),
-                       errors={"category": [_("Inactive category.")]})
+    problem = category_problem(category, code)
+    if problem is not None:
+        raise problem
+    assert category is not None
     return category
 
 
@@ -66,37 +75,27 @@ def observed_time_flag(observed_at: datetime, now: datetime, future_tolerance: t
     return None
 
 
-def create_report(session: Session, payload: dict[str, Any], *, source: str, user: User | None,
-                  now: datetime, future_tolerance: timedelta, clock: ClockCorrection | None = None,
-                  device_id: int | None = None) -> CreatedReport:
-    """Store a new report, or recognise a resend of one already stored.
+def outside_service_area(session: Session) -> ApiError:
+    names = ", ".join(queries.service_area_names(session))
+    return ApiError("report.outside_service_area",
+                    _("This place is outside the areas civicmap serves (%(areas)s).", areas=names),
+                    errors={"location": [_("Outside the service areas.")]})
 
-    ``clock`` is the sync protocol's correction of a device's time: the
-    corrected time is stored as ``observed_at`` and the phone's own as
-    ``observed_at_device``.
-    """
-    category = active_category(session, payload["category"])
+
+def report_row(payload: dict[str, Any], *, category_code: str, match: queries.AreaMatch, number: int, source: str,
+               user: User | None, now: datetime, future_tolerance: timedelta, clock: ClockCorrection | None,
+               device_id: int | None, tracking_token_hash: str | None) -> dict[str, Any]:
+    """The ``reports`` row for a new report: the one place that maps a payload to columns."""
     lon, lat = payload["location"]["coordinates"]
-    match = queries.locate_point(session, lon, lat)
-    if match is None:
-        names = ", ".join(queries.service_area_names(session))
-        raise ApiError("report.outside_service_area",
-                       _("This place is outside the areas civicmap serves (%(areas)s).", areas=names),
-                       errors={"location": [_("Outside the service areas.")]})
-
-    report_id = payload.get("client_id") or uuid.uuid4()
-    payload_hash = canonical_payload_hash(payload)
     observed_at = payload.get("observed_at") or now
     flag = observed_time_flag(observed_at, now, future_tolerance)
     if clock is not None:
         observed_at, flag = clock.observed_at, clock.flag
-    token = new_secret("trk_")
     contact = payload.get("contact") or {}
-    (number,) = queries.next_reference_numbers(session, 1)
-    values = {
-        "id": report_id,
+    return {
+        "id": payload.get("client_id") or uuid.uuid4(),
         "reference": reference_for(match.city_code, number),
-        "category_code": category.code,
+        "category_code": category_code,
         "description": payload.get("description", ""),
         "landmark": payload.get("landmark", ""),
         "location": f"SRID=4326;POINT({lon!r} {lat!r})",
@@ -114,33 +113,56 @@ def create_report(session: Session, payload: dict[str, Any], *, source: str, use
         "received_at": now,
         "updated_at": now,
         "version": 1,
-        "payload_sha256": payload_hash,
+        "payload_sha256": canonical_payload_hash(payload),
         "contact_name": contact.get("name"),
         "contact_phone": contact.get("phone"),
         "contact_email": contact.get("email"),
         "contact_consent": bool(contact.get("consent")),
-        "tracking_token_hash": hash_secret(token),
+        "tracking_token_hash": tracking_token_hash,
         "created_by": user.id if user else None,
     }
+
+
+def first_event_row(row: dict[str, Any], user: User | None) -> dict[str, Any]:
+    return {"report_id": row["id"], "at": row["received_at"], "actor_id": row["created_by"],
+            "actor_role": user.role if user else "resident", "old_status": None, "new_status": "new", "note": ""}
+
+
+def create_report(session: Session, payload: dict[str, Any], *, source: str, user: User | None,
+                  now: datetime, future_tolerance: timedelta, clock: ClockCorrection | None = None,
+                  device_id: int | None = None) -> CreatedReport:
+    """Store a new report, or recognise a resend of one already stored.
+
+    ``clock`` is the sync protocol's correction of a device's time: the
+    corrected time is stored as ``observed_at`` and the phone's own as
+    ``observed_at_device``.
+    """
+    category = active_category(session, payload["category"])
+    lon, lat = payload["location"]["coordinates"]
+    match = queries.locate_point(session, lon, lat)
+    if match is None:
+        raise outside_service_area(session)
+    token = new_secret("trk_")
+    (number,) = queries.next_reference_numbers(session, 1)
+    values = report_row(payload, category_code=category.code, match=match, number=number, source=source, user=user,
+                        now=now, future_tolerance=future_tolerance, clock=clock, device_id=device_id,
+                        tracking_token_hash=hash_secret(token))
     inserted = session.execute(
         insert(Report).values(values).on_conflict_do_nothing(index_elements=["id"]).returning(Report.id)
     ).scalar()
     if inserted is None:
-        existing = session.get(Report, report_id, populate_existing=True)
+        existing = session.get(Report, values["id"], populate_existing=True)
         assert existing is not None  # the conflict was on this id
-        if existing.payload_sha256 != payload_hash:
+        if existing.payload_sha256 != values["payload_sha256"]:
             raise ApiError("report.client_id_conflict",
                            _("A different report was already sent with this client_id."), 409,
                            extra={"id": str(existing.id), "reference": existing.reference})
         return CreatedReport(existing.id, existing.reference, existing.status, existing.version,
                              existing.received_at, existing.observed_at_flag, None, True)
 
-    session.add(ReportEvent(report_id=report_id, actor_id=values["created_by"],
-                            actor_role=user.role if user else "resident", old_status=None, new_status="new",
-                            note=""))
-    session.flush()
-    queries.record_report_change(session, report_id)
-    return CreatedReport(report_id, values["reference"], "new", 1, now, values["observed_at_flag"], token, False)
+    session.execute(insert(ReportEvent).values(first_event_row(values, user)))
+    queries.record_report_change(session, values["id"])
+    return CreatedReport(values["id"], values["reference"], "new", 1, now, values["observed_at_flag"], token, False)
 
 
 def parse_id_or_reference(text: str) -> tuple[uuid.UUID | None, str | None]:

@@ -329,3 +329,47 @@ def public_reports_by_id(db: Executor, report_ids: Sequence[uuid.UUID]) -> dict[
 def last_change_number(db: Executor) -> int:
     """The highest feed number given out so far (0 before the first)."""
     return db.scalar(text("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_seq")) or 0
+
+
+# --- set-based sync (one statement per batch, not per item) ------------------------------------------------------
+
+def advisory_xact_locks(db: Executor, keys: Sequence[int]) -> None:
+    """Take many advisory locks in one statement, in key order (so two batches cannot deadlock)."""
+    if keys:
+        db.execute(text("SELECT pg_advisory_xact_lock(k) FROM "
+                        "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"),
+                   {"keys": sorted(set(keys))})
+
+
+def sync_report_states(db: Executor, report_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row[Any]]:
+    rows = db.execute(text("SELECT id, reference, version, payload_sha256, status FROM reports "
+                           "WHERE id = ANY(:ids)"), {"ids": list(report_ids)}).all()
+    return {row.id: row for row in rows}
+
+
+def locate_points(db: Executor, points: Sequence[tuple[float, float]]) -> list[AreaMatch | None]:
+    """``locate_point`` for many points in one GiST-indexed join; results in the same order."""
+    if not points:
+        return []
+    rows = db.execute(text("""
+        SELECT i.idx,
+               min(a.id) FILTER (WHERE a.level = 'city') AS city_id,
+               min(a.code) FILTER (WHERE a.level = 'city') AS city_code,
+               min(a.id) FILTER (WHERE a.level = 'district') AS district_id,
+               min(a.id) FILTER (WHERE a.level = 'commune') AS commune_id
+        FROM unnest(CAST(:idx AS integer[]), CAST(:lon AS float8[]), CAST(:lat AS float8[])) AS i(idx, lon, lat)
+        LEFT JOIN areas a ON ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(i.lon, i.lat), 4326))
+        GROUP BY i.idx"""),
+        {"idx": list(range(len(points))), "lon": [p[0] for p in points], "lat": [p[1] for p in points]}).all()
+    found: list[AreaMatch | None] = [None] * len(points)
+    for row in rows:
+        if row.city_id is not None:
+            found[row.idx] = AreaMatch(row.city_id, row.city_code, row.district_id, row.commune_id)
+    return found
+
+
+def record_report_changes(db: Executor, report_ids: Sequence[uuid.UUID]) -> None:
+    if report_ids:
+        db.execute(text("INSERT INTO changes (kind, report_id, city_id, district_id, commune_id) "
+                        "SELECT 'report', id, city_id, district_id, commune_id FROM reports "
+                        "WHERE id = ANY(:ids) ORDER BY received_at, id"), {"ids": list(report_ids)})

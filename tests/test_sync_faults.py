@@ -131,22 +131,36 @@ def _gunicorn_workers(port: int) -> list[int]:
 
 def test_worker_killed_mid_batch(live_server, live_database_url, queue):
     token, device_id = _live_device(live_database_url)
-    client_ids = fill_queue(queue, 500, seed=12)
+    client_ids = fill_queue(queue, 2000, seed=12)
     port = urlsplit(live_server).port
+    database = live_database_url.rsplit("/", 1)[1]
+    admin = create_engine(live_database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     killed: list[int] = []
+    done = threading.Event()
 
     def killer() -> None:
-        time.sleep(0.25)  # the 500-item batch is being processed now
-        for pid in _gunicorn_workers(port):
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+        """Each time a batch is seen in flight in PostgreSQL, SIGKILL the workers (at most three times)."""
+        with admin.connect() as conn:
+            while not done.is_set() and len(killed) < 3:
+                busy = conn.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                                        "AND state = 'active' AND pid <> pg_backend_pid()"), {"db": database})
+                if busy:
+                    for pid in _gunicorn_workers(port):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    time.sleep(1.0)  # let the master start new workers
+                time.sleep(0.002)
 
     thread = threading.Thread(target=killer)
     thread.start()
-    client = SyncClient(live_server, token, device_id, queue, batch_size=500, max_retries=40, backoff=0.2,
-                        max_backoff=1.0, rng=random.Random(12), timeout=30)
-    summaries = push_until_done(client)
-    thread.join()
+    try:
+        client = SyncClient(live_server, token, device_id, queue, batch_size=500, max_retries=60, backoff=0.2,
+                            max_backoff=1.0, rng=random.Random(12), timeout=30)
+        summaries = push_until_done(client)
+    finally:
+        done.set()
+        thread.join()
+        admin.dispose()
     assert killed, "no worker was killed"
     assert sum(s.retries for s in summaries) > 0
     assert_consistent(live_database_url, client_ids, acknowledged_ids(summaries))
@@ -154,7 +168,7 @@ def test_worker_killed_mid_batch(live_server, live_database_url, queue):
 
 def test_database_connection_dropped_mid_request(live_server, live_database_url, live_server_log, queue):
     token, device_id = _live_device(live_database_url)
-    client_ids = fill_queue(queue, 300, seed=13)
+    client_ids = fill_queue(queue, 1000, seed=13)
     database = live_database_url.rsplit("/", 1)[1]
     admin = create_engine(live_database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     stop = threading.Event()
@@ -166,9 +180,10 @@ def test_database_connection_dropped_mid_request(live_server, live_database_url,
             while not stop.is_set() and time.monotonic() < deadline:
                 pids = list(conn.scalars(text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db "
-                    "AND pid <> pg_backend_pid() AND state = 'active'"), {"db": database}))
+                    "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"),
+                    {"db": database}))
                 terminated.extend(pids)
-                time.sleep(0.05)
+                time.sleep(0.005)
 
     thread = threading.Thread(target=dropper)
     thread.start()

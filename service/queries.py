@@ -373,3 +373,41 @@ def record_report_changes(db: Executor, report_ids: Sequence[uuid.UUID]) -> None
         db.execute(text("INSERT INTO changes (kind, report_id, city_id, district_id, commune_id) "
                         "SELECT 'report', id, city_id, district_id, commune_id FROM reports "
                         "WHERE id = ANY(:ids) ORDER BY received_at, id"), {"ids": list(report_ids)})
+
+
+# Columns of a new report and the array type each is sent as, for inserting many at once.
+_REPORT_ARRAY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "uuid"), ("reference", "text"), ("category_code", "text"), ("description", "text"),
+    ("landmark", "text"), ("location", "text"), ("accuracy_m", "float8"), ("city_id", "integer"),
+    ("district_id", "integer"), ("commune_id", "integer"), ("status", "text"), ("source", "text"),
+    ("observed_at", "timestamptz"), ("observed_at_flag", "text"), ("observed_at_device", "timestamptz"),
+    ("clock_offset_s", "float8"), ("device_id", "integer"), ("received_at", "timestamptz"),
+    ("updated_at", "timestamptz"), ("version", "integer"), ("payload_sha256", "text"), ("contact_name", "text"),
+    ("contact_phone", "text"), ("contact_email", "text"), ("contact_consent", "boolean"),
+    ("tracking_token_hash", "text"), ("created_by", "integer"),
+)
+
+
+def insert_reports(db: Executor, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert many new reports in one statement (one array per column); returns the ids stored.
+
+    Ids already present are skipped (``ON CONFLICT DO NOTHING``): their
+    items lost a race and go the per-item way. ``location`` is EWKT text.
+    """
+    if not rows:
+        return set()
+    names = [name for name, _type in _REPORT_ARRAY_COLUMNS]
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _REPORT_ARRAY_COLUMNS)
+    selected = ", ".join("ST_GeomFromEWKT(location)" if name == "location" else name for name in names)
+    sql = (f"INSERT INTO reports ({', '.join(names)}) SELECT {selected} FROM unnest({arrays}) AS t({', '.join(names)}) "
+           "ON CONFLICT (id) DO NOTHING RETURNING id")
+    return set(db.scalars(text(sql), {name: [row[name] for row in rows] for name in names}))
+
+
+def insert_first_events(db: Executor, report_ids: Sequence[uuid.UUID], at: datetime, actor_id: int | None,
+                        actor_role: str) -> None:
+    """The "new" event of many reports made by one actor at one time, in one statement."""
+    if report_ids:
+        db.execute(text("INSERT INTO report_events (report_id, at, actor_id, actor_role, old_status, new_status, note) "
+                        "SELECT id, :at, :actor_id, :actor_role, NULL, 'new', '' FROM unnest(CAST(:ids AS uuid[])) AS id"),
+                   {"ids": list(report_ids), "at": at, "actor_id": actor_id, "actor_role": actor_role})

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,11 +30,10 @@ from service.intake import (
     change_status,
     create_report,
     find_report,
-    first_event_row,
     outside_service_area,
     report_row,
 )
-from service.models import Category, Device, Report, ReportEvent
+from service.models import Category, Device
 from service.sync_uploads import attach_uploaded_photos
 from sync.decisions import (
     AppliedUpdate,
@@ -170,12 +168,12 @@ def _insert_fresh(db: Session, fresh: list[SyncItem], batch: SyncBatch, device: 
                                source="field_sync", user=device.user, now=received_at,
                                future_tolerance=future_tolerance, clock=clock, device_id=device.id,
                                tracking_token_hash=None))
-    inserted = set(db.scalars(insert(Report.__table__).on_conflict_do_nothing(index_elements=["id"])
-                              .returning(Report.__table__.c.id), rows))
+    inserted = queries.insert_reports(db, rows)
     kept = [(item, row) for (item, _match), row in zip(insertable, rows) if row["id"] in inserted]
     if kept:
-        db.execute(insert(ReportEvent.__table__), [first_event_row(row, device.user) for _item, row in kept])
-        queries.record_report_changes(db, [row["id"] for _item, row in kept])
+        kept_ids = [row["id"] for _item, row in kept]
+        queries.insert_first_events(db, kept_ids, received_at, device.user.id, device.user.role)
+        queries.record_report_changes(db, kept_ids)
     for item, row in kept:
         missing: tuple[str, ...] = ()
         if item.photos:

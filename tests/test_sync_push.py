@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -220,3 +221,20 @@ def test_a_runaway_device_gets_429_with_retry_after(app, device, config):
     limited = push(client, token, batch(device_id, [create_item()]))
     assert_error(limited, 429, "request.rate_limited")
     assert int(limited.headers["Retry-After"]) > 0
+
+
+def test_same_client_id_twice_in_one_batch_is_refused_whole(client, device, connection):
+    token, device_id = device
+    first = create_item()
+    twin = create_item(first["client_id"], description="other words")
+    before = connection.execute(text("SELECT count(*) FROM reports")).scalar()
+    assert_error(push(client, token, batch(device_id, [first, twin])), 422, "sync.duplicate_client_id")
+    assert connection.execute(text("SELECT count(*) FROM reports")).scalar() == before
+
+
+def test_photo_upload_for_an_unknown_report_is_404(client, device):
+    """Photos for a report go through the report's own route, which must exist."""
+    token, _ = device
+    response = client.post(f"/api/v1/reports/{uuid.uuid4()}/photos", headers=auth(token),
+                           data={"photo": (io.BytesIO(b"x"), "a.jpg")}, content_type="multipart/form-data")
+    assert_error(response, 404, "report.not_found")

@@ -7,6 +7,8 @@ table printer. Only the standard library, numpy, SQLAlchemy and psycopg 3.
 
 from __future__ import annotations
 
+import random
+
 import json
 import os
 import platform
@@ -138,3 +140,24 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
         return
     Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"figures written to {path}")
+
+
+def sample_points(count: int, rng: random.Random, libpq_url: str,
+                  bbox: tuple[float, float, float, float]) -> list[tuple[float, float]]:
+    """``count`` random points in ``bbox``, each checked in PostGIS to lie inside a served city."""
+    import psycopg
+
+    points: list[tuple[float, float]] = []
+    with psycopg.connect(libpq_url, autocommit=True) as conn:
+        while len(points) < count:
+            batch = [(round(rng.uniform(bbox[0], bbox[2]), 6), round(rng.uniform(bbox[1], bbox[3]), 6))
+                     for _ in range(count - len(points))]
+            inside = conn.execute(
+                "SELECT p.i FROM unnest(%s::float8[], %s::float8[]) WITH ORDINALITY AS p(lon, lat, i) "
+                "WHERE EXISTS (SELECT 1 FROM areas a WHERE a.level = 'city' "
+                "AND ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))) ORDER BY p.i",
+                ([p[0] for p in batch], [p[1] for p in batch])).fetchall()
+            if not inside:
+                raise BenchError("no sampled point lies inside a city: are the areas loaded?")
+            points.extend(batch[i - 1] for (i,) in inside)
+    return points

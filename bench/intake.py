@@ -131,19 +131,7 @@ class RunResult:
 
 def make_items(count: int, rng: random.Random, libpq_url: str) -> list[Item]:
     """``count`` varied, valid reports; every point is checked to lie inside a served city."""
-    points: list[tuple[float, float]] = []
-    with psycopg.connect(libpq_url, autocommit=True) as conn:
-        while len(points) < count:
-            batch = [(round(rng.uniform(BBOX[0], BBOX[2]), 6), round(rng.uniform(BBOX[1], BBOX[3]), 6))
-                     for _ in range(count - len(points))]
-            inside = conn.execute(
-                "SELECT p.i FROM unnest(%s::float8[], %s::float8[]) WITH ORDINALITY AS p(lon, lat, i) "
-                "WHERE EXISTS (SELECT 1 FROM areas a WHERE a.level = 'city' "
-                "AND ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)))",
-                ([p[0] for p in batch], [p[1] for p in batch])).fetchall()
-            if not inside:
-                raise common.BenchError("no sampled point lies inside a city: are the areas loaded?")
-            points.extend(batch[i - 1] for (i,) in inside)
+    points = common.sample_points(count, rng, libpq_url, BBOX)
     now = datetime.now(TZ_PHNOM_PENH).replace(microsecond=0)
     items = []
     for lon, lat in points:

@@ -186,20 +186,7 @@ class PushResult:
 
 def sample_points(count: int, rng: random.Random, libpq_url: str) -> list[tuple[float, float]]:
     """``count`` points in BBOX, each checked to lie inside a served city (as bench/intake.py does)."""
-    points: list[tuple[float, float]] = []
-    with psycopg.connect(libpq_url, autocommit=True) as conn:
-        while len(points) < count:
-            batch = [(round(rng.uniform(BBOX[0], BBOX[2]), 6), round(rng.uniform(BBOX[1], BBOX[3]), 6))
-                     for _ in range(count - len(points))]
-            inside = conn.execute(
-                "SELECT p.i FROM unnest(%s::float8[], %s::float8[]) WITH ORDINALITY AS p(lon, lat, i) "
-                "WHERE EXISTS (SELECT 1 FROM areas a WHERE a.level = 'city' "
-                "AND ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))) ORDER BY p.i",
-                ([p[0] for p in batch], [p[1] for p in batch])).fetchall()
-            if not inside:
-                raise common.BenchError("no sampled point lies inside a city: are the areas loaded?")
-            points.extend(batch[i - 1] for (i,) in inside)
-    return points
+    return common.sample_points(count, rng, libpq_url, BBOX)
 
 
 def make_reports(count: int, rng: random.Random, libpq_url: str, anchor: datetime) -> list[Report]:

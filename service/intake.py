@@ -185,6 +185,13 @@ def find_report(session: Session, id_or_reference: str, *, for_update: bool = Fa
     return report
 
 
+def _version_conflict(session: Session, report: Report) -> ApiError:
+    session.refresh(report)
+    return ApiError("report.version_conflict",
+                    _("Someone changed this report first (version %(v)s); reload and try again.", v=report.version),
+                    409, extra={"current_version": report.version})
+
+
 def change_status(session: Session, report: Report, *, new_status: str, note: str, expected_version: int,
                   duplicate_of: str | None, actor: User, now: datetime) -> Report:
     """Move a report to a new status, recording the event; stale versions are refused."""
@@ -225,10 +232,7 @@ def change_status(session: Session, report: Report, *, new_status: str, note: st
         .returning(Report.version)
     ).scalar()
     if done is None:
-        session.refresh(report)
-        raise ApiError("report.version_conflict",
-                       _("Someone changed this report first (version %(v)s); reload and try again.",
-                         v=report.version), 409, extra={"current_version": report.version})
+        raise _version_conflict(session, report)
     session.add(ReportEvent(report_id=report.id, actor_id=actor.id, actor_role=actor.role, old_status=old_status,
                             new_status=new_status, note=note))
     session.flush()
@@ -245,10 +249,7 @@ def add_note(session: Session, report: Report, *, note: str, expected_version: i
         .values(version=Report.version + 1, updated_at=now).returning(Report.version)
     ).scalar()
     if done is None:
-        session.refresh(report)
-        raise ApiError("report.version_conflict",
-                       _("Someone changed this report first (version %(v)s); reload and try again.",
-                         v=report.version), 409, extra={"current_version": report.version})
+        raise _version_conflict(session, report)
     session.add(ReportEvent(report_id=report.id, actor_id=actor.id, actor_role=actor.role, old_status=report.status,
                             new_status=report.status, note=note))
     session.flush()

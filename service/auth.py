@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 from flask import g, request
 from flask_babel import gettext as _
 from sqlalchemy import select
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import generate_password_hash
 
 from service.db import get_session
 from service.errors import ApiError
@@ -40,10 +40,6 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password)
 
 
-def password_matches(password_hash: str | None, password: str) -> bool:
-    return bool(password_hash) and check_password_hash(password_hash, password)
-
-
 def secrets_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
@@ -59,6 +55,18 @@ def bearer_token() -> str | None:
     return value.strip()
 
 
+def _refuse_unusable(credential: ApiToken | Device | None) -> None:
+    """An unknown or revoked token, or one of a disabled account, is refused (never anonymous)."""
+    if credential is None:
+        raise ApiError("auth.invalid_token", _("This token is not valid."), 401,
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if credential.revoked_at is not None:
+        raise ApiError("auth.token_revoked", _("This token has been revoked."), 401,
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if not credential.user.active:
+        raise ApiError("auth.user_inactive", _("This account is disabled."), 403)
+
+
 def current_user() -> User | None:
     """The user behind the request's bearer token, or None when it carries none.
 
@@ -72,14 +80,8 @@ def current_user() -> User | None:
     if token is not None:
         session = get_session()
         row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_secret(token))).first()
-        if row is None:
-            raise ApiError("auth.invalid_token", _("This token is not valid."), 401,
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if row.revoked_at is not None:
-            raise ApiError("auth.token_revoked", _("This token has been revoked."), 401,
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if not row.user.active:
-            raise ApiError("auth.user_inactive", _("This account is disabled."), 403)
+        _refuse_unusable(row)
+        assert row is not None
         row.last_used_at = datetime.now(timezone.utc)
         user = row.user
     g.current_user = user
@@ -114,14 +116,8 @@ def current_device() -> Device:
         raise ApiError("auth.required", _("Sync needs the device token given when the phone was registered."), 401,
                        headers={"WWW-Authenticate": "Bearer"})
     device = get_session().scalars(select(Device).where(Device.token_hash == hash_secret(token))).first()
-    if device is None:
-        raise ApiError("auth.invalid_token", _("This token is not valid."), 401,
-                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    if device.revoked_at is not None:
-        raise ApiError("auth.token_revoked", _("This token has been revoked."), 401,
-                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    if not device.user.active:
-        raise ApiError("auth.user_inactive", _("This account is disabled."), 403)
+    _refuse_unusable(device)
+    assert device is not None
     device.last_seen_at = datetime.now(timezone.utc)
     g.current_device = device
     return device

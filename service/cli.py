@@ -19,9 +19,9 @@ from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from service import db
+from service import db, queries
 from service.app import create_app
 from service.cli_sync import sync_group
 from service.models import USER_ROLES, ApiToken, User
@@ -168,8 +168,7 @@ def token_revoke(token: str) -> None:
     from service.db import get_session
 
     session = get_session()
-    updated = session.execute(text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h "
-                                   "AND revoked_at IS NULL"), {"h": hash_secret(token)}).rowcount
+    updated = queries.revoke_api_token(session, hash_secret(token))
     session.commit()
     if not updated:
         raise click.ClickException("no such active token")
@@ -232,8 +231,7 @@ def device_revoke(device_id: int) -> None:
     from service.db import get_session
 
     session = get_session()
-    updated = session.execute(text("UPDATE devices SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
-                              {"id": device_id}).rowcount
+    updated = queries.revoke_device(session, device_id)
     session.commit()
     if not updated:
         raise click.ClickException(f"no active device {device_id}")

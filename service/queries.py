@@ -411,3 +411,14 @@ def insert_first_events(db: Executor, report_ids: Sequence[uuid.UUID], at: datet
         db.execute(text("INSERT INTO report_events (report_id, at, actor_id, actor_role, old_status, new_status, note) "
                         "SELECT id, :at, :actor_id, :actor_role, NULL, 'new', '' FROM unnest(CAST(:ids AS uuid[])) AS id"),
                    {"ids": list(report_ids), "at": at, "actor_id": actor_id, "actor_role": actor_role})
+
+
+
+def revoke_api_token(db: Executor, token_hash: str) -> bool:
+    return bool(db.execute(text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h "
+                                "AND revoked_at IS NULL"), {"h": token_hash}).rowcount)
+
+
+def revoke_device(db: Executor, device_id: int) -> bool:
+    return bool(db.execute(text("UPDATE devices SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
+                           {"id": device_id}).rowcount)

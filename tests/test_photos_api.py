@@ -143,3 +143,17 @@ def test_photos_of_hidden_reports_are_not_served(client, created, connection):
 def test_bad_photo_hash(client):
     assert_error(client.get("/api/v1/photos/../../etc/passwd"), 404)
     assert_error(client.get("/api/v1/photos/ABC"), 404, "photo.bad_hash")
+
+
+def test_a_report_takes_at_most_six_photos(client, created, connection):
+    headers = {"X-Tracking-Token": created["tracking_token"]}
+    for seed in range(6):
+        image = Image.new("RGB", (64, 48), (seed * 40, 10, 10))
+        out = io.BytesIO()
+        image.save(out, "JPEG")
+        assert upload(client, created["id"], out.getvalue(), **headers).status_code == 201
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (0, 200, 0)).save(out, "JPEG")
+    assert_error(upload(client, created["id"], out.getvalue(), **headers), 422, "photo.too_many")
+    assert connection.execute(text("SELECT count(*) FROM report_photos WHERE report_id = :r"),
+                              {"r": created["id"]}).scalar() == 6

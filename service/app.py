@@ -58,10 +58,12 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     api = CivicmapApi(app, spec_kwargs={"info": {"description": "Crowdsourced urban-issue reports for Cambodian cities."}})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     from service.resources.catalog import areas_blp, categories_blp, photos_blp
+    from service.resources.layers import exports_blp, layers_blp, tiles_blp
     from service.resources.reports import blp as reports_blp
     from service.resources.sync import blp as sync_blp
 
-    for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp, sync_blp):
+    for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp, sync_blp, layers_blp, tiles_blp,
+                      exports_blp):
         api.register_blueprint(blueprint)
     limiter.init_app(app)
     errors.init_app(app)  # after the Api, so our one error shape replaces flask-smorest's

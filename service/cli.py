@@ -246,8 +246,10 @@ def device_revoke(device_id: int) -> None:
               show_default="$WEB_CONCURRENCY or 3")
 def run_command(host: str, port: int, workers: int) -> None:
     """Serve the app with gunicorn."""
+    # Threaded workers: a long export stream or a slow 2G client does not block a whole worker,
+    # and the worker keeps telling the arbiter it is alive while it streams.
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--access-logfile", "-", "--forwarded-allow-ips", "127.0.0.1", "service.app:create_app()"]
+            "--worker-class", "gthread", "--threads", "4", "--access-logfile", "-", "--forwarded-allow-ips", "127.0.0.1", "service.app:create_app()"]
     os.execv(sys.executable, argv)
 
 

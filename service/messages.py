@@ -21,6 +21,8 @@ MESSAGES = {
     "location.not_finite": _l("Coordinates must be finite numbers."),
     "location.out_of_range": _l("Coordinates are out of range: longitude −180…180, latitude −90…90."),
     "location.not_a_number": _l("Coordinates must be numbers."),
+    "tile.out_of_range": _l("There is no such tile: zoom 0…22, and x and y from 0 to 2^zoom − 1."),
+    "tile.malformed": _l("Tile zoom, x and y must be whole numbers."),
     "sync.body_too_large": _l("The batch is too large; send fewer items in each batch."),
     "sync.corrupt_gzip": _l("The gzip body is damaged; send the batch again."),
     "sync.unsupported_encoding": _l("Send the batch plain or gzip-compressed."),

@@ -108,7 +108,7 @@ _AREA_COLUMNS = {"city": "city_id", "district": "district_id", "commune": "commu
 
 @dataclass(frozen=True)
 class ReportFilters:
-    """Filters shared by the report list (and later the layers and exports)."""
+    """Filters shared by the report list, the map layers, the tiles and the exports."""
 
     bbox: tuple[float, float, float, float] | None = None
     categories: tuple[str, ...] = ()
@@ -118,7 +118,8 @@ class ReportFilters:
     until: datetime | None = None
 
 
-def _filter_sql(filters: ReportFilters, params: dict[str, Any]) -> list[str]:
+def filter_sql(filters: ReportFilters, params: dict[str, Any]) -> list[str]:
+    """WHERE clauses (joined with AND by the caller) for ``filters``; hidden reports never match."""
     clauses = ["NOT r.hidden"]
     if filters.bbox is not None:
         clauses.append("r.location && ST_MakeEnvelope(:min_lon, :min_lat, :max_lon, :max_lat, 4326)")
@@ -147,7 +148,7 @@ def list_public_reports(db: Executor, filters: ReportFilters, limit: int,
                         after: tuple[datetime, uuid.UUID] | None = None) -> Sequence[Row[Any]]:
     """Newest first, keyset-paginated on (received_at, id): no OFFSET, no COUNT(*)."""
     params: dict[str, Any] = {"limit": limit}
-    clauses = _filter_sql(filters, params)
+    clauses = filter_sql(filters, params)
     if after is not None:
         clauses.append("(r.received_at, r.id) < (:after_at, :after_id)")
         params["after_at"], params["after_id"] = after

@@ -167,15 +167,55 @@ class CommaList(fields.Field):
         return out
 
 
-class ReportListQuerySchema(QuerySchema):
+class ReportFilterQuerySchema(QuerySchema):
+    """The filters every report listing shares: the list, the layers, the tiles and the exports."""
+
     bbox = fields.String(metadata={"description": "minLon,minLat,maxLon,maxLat (WGS 84)"})
     category = CommaList(metadata={"description": "category codes; a top-level code matches its subtypes"})
     status = CommaList(metadata={"description": "statuses, comma-separated"})
     area = fields.String(metadata={"description": "area code (city, khan or sangkat)"})
-    since = fields.AwareDateTime()
-    until = fields.AwareDateTime()
+    since = fields.AwareDateTime(metadata={"description": "received at or after (ISO 8601 with offset)"})
+    until = fields.AwareDateTime(metadata={"description": "received before (ISO 8601 with offset)"})
+
+
+class ReportListQuerySchema(ReportFilterQuerySchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     cursor = fields.String()
+
+
+LAYER_MAX_LIMIT = 10_000
+
+
+class LayerQuerySchema(ReportFilterQuerySchema):
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=LAYER_MAX_LIMIT),
+                           metadata={"description": f"features per page, at most {LAYER_MAX_LIMIT}"})
+    cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
+
+
+class HeatmapQuerySchema(ReportFilterQuerySchema):
+    zoom = fields.Integer(validate=validate.Range(min=0, max=22),
+                          metadata={"description": "map zoom; a cell is then 16 screen pixels"})
+    cells = fields.Integer(load_default=64, validate=validate.Range(min=4, max=256),
+                           metadata={"description": "without zoom: at most this many cells across the bbox"})
+    shape = fields.String(load_default="square", validate=validate.OneOf(("square", "hex")))
+    format = fields.String(load_default="grid", validate=validate.OneOf(("grid", "points")),
+                           metadata={"description": "grid: cells with counts; points: [[lat, lon, weight], …] "
+                                                    "for Leaflet.heat or Folium HeatMap"})
+
+
+class AreaStatsQuerySchema(ReportFilterQuerySchema):
+    level = fields.String(load_default="commune", validate=validate.OneOf(("district", "commune")),
+                          metadata={"description": "district (khan) or commune (sangkat)"})
+    geometry = fields.Boolean(load_default=True, metadata={"description": "include the area outlines"})
+
+
+class TileQuerySchema(ReportFilterQuerySchema):
+    class Meta:
+        exclude = ("bbox",)  # the tile is the bbox
+
+
+class ExportQuerySchema(ReportFilterQuerySchema):
+    hxl = fields.Boolean(load_default=False, metadata={"description": "CSV only: add the HXL hashtag row"})
 
 
 class StatusChangeSchema(StrictSchema):

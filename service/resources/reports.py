@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import orjson
 from flask import current_app, request, url_for
 from flask.views import MethodView
 from flask_babel import gettext as _
 from flask_smorest import Blueprint
 from sqlalchemy.engine import Row
 
-from geo.coordinates import CoordinateError, parse_bbox
 from service import queries
 from service.auth import STAFF_ROLES, current_user, hash_secret, require_roles, secrets_equal
 from service.db import get_session
 from service.errors import ApiError
 from service.messages import translated
-from service.models import REPORT_STATUSES
 from service.intake import attach_photo, change_status, create_report, find_report, parse_id_or_reference
 from service.photos import PhotoRejected, sanitise_photo
+from service.resources.filters import decode_cursor, encode_cursor, report_filters
 from service.schemas import (
     PhotoStoredSchema,
     ReportCreatedSchema,
@@ -91,60 +88,18 @@ def _history(report_id: uuid.UUID) -> list[dict[str, Any]]:
     ]
 
 
-def _encode_cursor(received_at: datetime, report_id: uuid.UUID) -> str:
-    raw = orjson.dumps([received_at.isoformat(), str(report_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, rid = orjson.loads(raw)
-        return datetime.fromisoformat(at), uuid.UUID(rid)
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise ApiError("request.bad_cursor", _("This cursor is not one we gave out."), 400,
-                       errors={"cursor": [_("Invalid cursor.")]}) from exc
-
-
-def _filters(args: dict[str, Any]) -> queries.ReportFilters:
-    bbox = None
-    if "bbox" in args:
-        try:
-            box = parse_bbox(args["bbox"])
-        except CoordinateError as exc:
-            message = translated(exc.error, exc.message)
-            raise ApiError(exc.error, message, 400, errors={"bbox": [exc.message]}) from exc
-        bbox = (box.min_lon, box.min_lat, box.max_lon, box.max_lat)
-    statuses = tuple(args.get("status", ()))
-    unknown = [s for s in statuses if s not in REPORT_STATUSES]
-    if unknown:
-        raise ApiError("request.unknown_status", _("Unknown status: %(s)s.", s=", ".join(unknown)), 400,
-                       errors={"status": [_("One of: %(all)s.", all=", ".join(REPORT_STATUSES))]})
-    area = None
-    if "area" in args:
-        area = queries.find_area(get_session(), args["area"])
-        if area is None:
-            raise ApiError("request.unknown_area", _("There is no area %(code)s.", code=args["area"]), 400,
-                           errors={"area": [_("Unknown area code.")]})
-    if "since" in args and "until" in args and args["since"] >= args["until"]:
-        raise ApiError("request.bad_time_range", _("since must be before until."), 400,
-                       errors={"until": [_("Must be after since.")]})
-    return queries.ReportFilters(bbox=bbox, categories=tuple(args.get("category", ())), statuses=statuses,
-                                 area=area, since=args.get("since"), until=args.get("until"))
-
-
 @blp.route("/reports")
 class Reports(MethodView):
     @blp.arguments(ReportListQuerySchema, location="query")
     @blp.response(200, ReportPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List public reports, newest first (keyset-paginated, no total count)"""
-        filters = _filters(args)
-        after = _decode_cursor(args["cursor"]) if "cursor" in args else None
+        filters = report_filters(args)
+        after = decode_cursor(args["cursor"]) if "cursor" in args else None
         limit = args["limit"]
         rows = queries.list_public_reports(get_session(), filters, limit + 1, after)
         items = [public_report_dict(r) for r in rows[:limit]]
-        next_cursor = _encode_cursor(rows[limit - 1].received_at, rows[limit - 1].id) if len(rows) > limit else None
+        next_cursor = encode_cursor(rows[limit - 1].received_at, rows[limit - 1].id) if len(rows) > limit else None
         return {"items": items, "next_cursor": next_cursor}
 
     @blp.arguments(ReportCreateSchema)

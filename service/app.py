@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, request, send_from_directory
+from flask import Flask, abort, has_request_context, request, send_from_directory
 from flask_babel import Babel
 from flask_babel import gettext as _
 from flask_smorest import Api
@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def select_locale() -> str:
-    """``?lang=km`` wins, then the browser's Accept-Language; English otherwise."""
+    """``?lang=km`` wins, then the browser's Accept-Language; English otherwise (and outside a request: the CLI)."""
+    if not has_request_context():
+        return "en"
     asked = request.args.get("lang")
     if asked in SUPPORTED_LOCALES:
         return asked

@@ -31,6 +31,7 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("SYNC_MAX_ITEMS", "500", "most items in one sync batch"),
     ("SYNC_RATE_LIMIT", "120/minute", "requests each device may make to /api/v1/sync; more gets 429 with Retry-After"),
     ("RATELIMIT_STORAGE_URI", "memory://", "where rate-limit counts live (memory:// is per gunicorn worker; redis://… shares them)"),
+    ("ROLLUP_MAX_AGE_SECONDS", "300", "low-zoom tiles count from a rollup refreshed in the background when older than this; 0 counts live"),
     ("LOG_LEVEL", "INFO", "Python logging level"),
 ]
 
@@ -68,6 +69,7 @@ class Config:
     sync_max_items: int
     sync_rate_limit: str
     ratelimit_storage_uri: str
+    rollup_max_age_seconds: int
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -88,6 +90,7 @@ class Config:
             sync_max_items=int(_env("SYNC_MAX_ITEMS")),
             sync_rate_limit=_env("SYNC_RATE_LIMIT"),
             ratelimit_storage_uri=_env("RATELIMIT_STORAGE_URI"),
+            rollup_max_age_seconds=int(_env("ROLLUP_MAX_AGE_SECONDS")),
         )
         config.check()
         return config

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import psycopg
 
-from geo.tiles import MERCATOR_HALF
+from geo.tiles import MERCATOR_HALF, Tile
 from service.models import OPEN_STATUSES
 from service.queries import Executor, ReportFilters, filter_sql
 
@@ -31,8 +31,10 @@ def to_psycopg(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return _BIND.sub(lambda m: f"%({m.group(1)})s", sql), params
 
 
-def driver_connection(db: Executor) -> psycopg.Connection[Any]:
-    """The psycopg connection under a Session or Connection, in the same transaction."""
+def driver_connection(db: Executor | psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """The psycopg connection under a Session or Connection, in the same transaction (or itself)."""
+    if isinstance(db, psycopg.Connection):
+        return db
     conn = db.connection() if hasattr(db, "get_bind") else db  # Session → Connection
     return conn.connection.driver_connection  # type: ignore[union-attr,return-value]
 
@@ -206,13 +208,21 @@ def areas_of_level(db: Executor, level: str, within_id: int | None) -> list[tupl
 
 TILE_EXTENT = 4096
 TILE_BUFFER = 64
-# Aggregated tiles put one feature in each cell of CELL_UNITS × CELL_UNITS tile units (128 × 128 cells a tile).
-CELL_UNITS = 32
+# Aggregated tiles carry one feature per cell of a 64 × 64 grid: a cell of a zoom-z tile is a zoom-(z + 6) tile,
+# which is also how the rollup of migration 0004 counts them.
+GRID_BITS = 6
+CELL_UNITS = TILE_EXTENT >> GRID_BITS
+ROLLUP_FINEST = 21  # the finest level migration 0004 keeps (tile zoom 15)
+_CODE = re.compile(r"[a-z][a-z0-9_]*")
 
 # Web Mercator from lon/lat by arithmetic, in tile units: cheaper than ST_Transform on every point.
 _TILE_XY = """
     (ST_X(r.location) * {k} - :tile_x0) * :scale AS tx,
     (:tile_y1 - ln(tan(radians(45 + ST_Y(r.location) / 2))) * {r}) * :scale AS ty"""
+# The cell of a point at a level, exactly as migration 0004 computes it.
+_CELL_XY = """
+    floor((ST_X(r.location) + 180.0) / 360.0 * 2 ^ :level)::bigint - :cx0 AS cx,
+    floor((1 - ln(tan(radians(45 + ST_Y(r.location) / 2))) / pi()) / 2 * 2 ^ :level)::bigint - :cy0 AS cy"""
 
 
 def _tile_params(bounds_m: tuple[float, float, float, float], bbox: tuple[float, float, float, float],
@@ -251,37 +261,108 @@ def tile_points_statement(filters: ReportFilters, bounds_m: tuple[float, float, 
     return to_psycopg(sql, params)
 
 
-def tile_cells_statement(filters: ReportFilters, bounds_m: tuple[float, float, float, float],
-                         bbox: tuple[float, float, float, float], categories: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """An MVT of counts per cell (layer ``cells``): ``count`` plus one count per top-level category."""
-    params: dict[str, Any] = {"cell": CELL_UNITS}
-    _tile_params(bounds_m, bbox, params)
-    xy = _TILE_XY.format(k=MERCATOR_M_PER_DEG, r=MERCATOR_HALF / 3.141592653589793)
-    per_category = []
+def _per_category(categories: Sequence[str], params: dict[str, Any], count: str) -> str:
+    """One count column per top-level category, named by its code (codes are checked, then quoted)."""
+    columns = []
     for i, code in enumerate(categories):
+        if not _CODE.fullmatch(code):
+            raise ValueError(f"category code {code!r} cannot name a tile property")
         params[f"cat{i}"] = code
-        per_category.append(f'count(*) FILTER (WHERE grp = :cat{i})::int AS "{i}"')
+        columns.append(f'COALESCE({count} FILTER (WHERE grp = :cat{i}), 0)::int AS "{code}"')
+    return ", ".join(columns)
+
+
+def tile_cells_statement(filters: ReportFilters, tile: Tile, categories: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """An MVT of counts per cell (layer ``cells``), counted live: ``count`` plus one count per top-level category."""
+    level = tile.z + GRID_BITS
+    params: dict[str, Any] = {"level": level, "cx0": tile.x << GRID_BITS, "cy0": tile.y << GRID_BITS,
+                              "cell": CELL_UNITS}
+    params.update(zip(("min_lon", "min_lat", "max_lon", "max_lat"), tile.bounds_lonlat().as_tuple()))
+    per_category = _per_category(categories, params, "count(*)")
     sql = f"""
         WITH pts AS (
-            SELECT split_part(r.category_code, '.', 1) AS grp, {xy}
+            SELECT split_part(r.category_code, '.', 1) AS grp, {_CELL_XY}
             FROM reports r
             WHERE {_tile_where(filters, params)}
-        ), cells AS (
-            SELECT floor(tx / :cell)::int AS cx, floor(ty / :cell)::int AS cy, count(*)::int AS count,
-                   {', '.join(per_category)}
-            FROM pts GROUP BY 1, 2
         )
         SELECT ST_AsMVT(t, 'cells', {TILE_EXTENT}, 'geom')
-        FROM (SELECT cells.*, ST_MakePoint((cx + 0.5) * :cell, (cy + 0.5) * :cell) AS geom FROM cells) t"""
-    sql = sql.replace("cells.*", "count, " + ", ".join(f'"{i}"' for i in range(len(categories))))
+        FROM (SELECT count(*)::int AS count, {per_category},
+                     ST_MakePoint((cx + 0.5) * :cell, (cy + 0.5) * :cell) AS geom
+              FROM pts WHERE cx BETWEEN 0 AND {(1 << GRID_BITS) - 1} AND cy BETWEEN 0 AND {(1 << GRID_BITS) - 1}
+              GROUP BY cx, cy) t"""
     return to_psycopg(sql, params)
 
 
-def fetch_tile(db: Executor, statement: tuple[str, dict[str, Any]]) -> bytes | None:
+def tile_rollup_statement(filters: ReportFilters, tile: Tile, categories: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The same tile as :func:`tile_cells_statement`, read from the rollup (unfiltered or top-level categories)."""
+    params: dict[str, Any] = {"level": tile.z + GRID_BITS, "cx0": tile.x << GRID_BITS, "cy0": tile.y << GRID_BITS,
+                              "cell": CELL_UNITS, "last": (1 << GRID_BITS) - 1}
+    per_category = _per_category(categories, params, "sum(n)")
+    group_filter = ""
+    if filters.categories:
+        group_filter = "AND grp = ANY(:groups)"
+        params["groups"] = list(filters.categories)
+    sql = f"""
+        SELECT ST_AsMVT(t, 'cells', {TILE_EXTENT}, 'geom')
+        FROM (SELECT sum(n)::int AS count, {per_category},
+                     ST_MakePoint((cx - :cx0 + 0.5) * :cell, (cy - :cy0 + 0.5) * :cell) AS geom
+              FROM report_tile_cells
+              WHERE level = :level AND cx BETWEEN :cx0 AND :cx0 + :last AND cy BETWEEN :cy0 AND :cy0 + :last
+                    {group_filter}
+              GROUP BY cx, cy) t"""
+    return to_psycopg(sql, params)
+
+
+def rollup_serves(filters: ReportFilters, top_level: Sequence[str]) -> bool:
+    """The rollup counts by cell and top-level category only: it can answer no other filter."""
+    return (not filters.statuses and filters.area is None and filters.since is None and filters.until is None
+            and all(code in top_level for code in filters.categories))
+
+
+def fetch_tile(db: Executor | psycopg.Connection[Any], statement: tuple[str, dict[str, Any]]) -> bytes | None:
     with driver_connection(db).cursor(binary=True) as cur:
         cur.execute(*statement)
         row = cur.fetchone()
     return None if row is None or row[0] is None else bytes(row[0])
+
+
+def rollup_count_statement(tile: Tile) -> tuple[str, dict[str, Any]]:
+    """How many (unhidden) reports the rollup holds in a tile."""
+    params = {"level": tile.z + GRID_BITS, "cx0": tile.x << GRID_BITS, "cy0": tile.y << GRID_BITS,
+              "last": (1 << GRID_BITS) - 1}
+    return to_psycopg("""
+        SELECT COALESCE(sum(n), 0)::bigint FROM report_tile_cells
+        WHERE level = :level AND cx BETWEEN :cx0 AND :cx0 + :last AND cy BETWEEN :cy0 AND :cy0 + :last""", params)
+
+
+def render_tile(db: Executor | psycopg.Connection[Any], tile: Tile, filters: ReportFilters,
+                categories: Sequence[str], *, point_zoom: int, max_points: int, use_rollup: bool = False) -> bytes:
+    """One vector tile (empty bytes when no report falls in it).
+
+    From ``point_zoom`` on, single points, unless the tile holds more than
+    ``max_points``; otherwise counts per cell. The counts come from the rollup
+    when it can answer (``use_rollup``, a zoom it holds and no filter it
+    lacks), which also tells at once whether a tile is too crowded for points;
+    else they are counted live.
+    """
+    from_rollup = use_rollup and tile.z + GRID_BITS <= ROLLUP_FINEST and rollup_serves(filters, categories)
+    if tile.z >= point_zoom:
+        crowded = from_rollup and fetch_all(db, rollup_count_statement(tile))[0][0] > max_points
+        if not crowded:
+            bounds = tile.bounds_lonlat()
+            size_m = tile.width_m()
+            x0 = -MERCATOR_HALF + tile.x * size_m
+            y1 = MERCATOR_HALF - tile.y * size_m
+            pad_lon = bounds.width_deg * TILE_BUFFER / TILE_EXTENT
+            pad_lat = bounds.height_deg * TILE_BUFFER / TILE_EXTENT
+            padded = (bounds.min_lon - pad_lon, max(-90.0, bounds.min_lat - pad_lat),
+                      bounds.max_lon + pad_lon, min(90.0, bounds.max_lat + pad_lat))
+            body = fetch_tile(db, tile_points_statement(filters, (x0, y1 - size_m, x0 + size_m, y1), padded,
+                                                        max_points))
+            if body is not None:
+                return body
+    statement = (tile_rollup_statement if from_rollup else tile_cells_statement)(filters, tile, categories)
+    return fetch_tile(db, statement) or b""
 
 
 # --- exports -----------------------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def engine(database_url: str) -> Iterator[Engine]:
 def config(database_url: str) -> Config:
     base = Config.from_env()
     return dataclasses.replace(base, database_url=database_url, max_body_bytes=64 * 1024,
-                               max_photo_bytes=2 * 1024 * 1024, max_photo_pixels=30_000_000)
+                               max_photo_bytes=2 * 1024 * 1024, max_photo_pixels=30_000_000,
+                               rollup_max_age_seconds=0)  # tests count tiles live unless they ask
 
 
 @pytest.fixture()

@@ -26,7 +26,8 @@ from geo.coordinates import BBox
 from geo.exports import FILE_FORMATS, FORMATS, Licence, csv_chunks, geojson_chunks, write_file
 from geo.tiles import TileError, heatmap_cell_degrees, parse_tile
 from service import layer_queries as lq
-from service.db import get_session
+from service import rollup
+from service.db import get_engine, get_session
 from service.errors import ApiError
 from service.messages import translated
 from service.queries import ReportFilters
@@ -274,9 +275,10 @@ def report_tile(args: dict[str, Any], z: str, x: str, y: str) -> Response:
     """A vector tile of public reports, built by ST_AsMVT
 
     Below zoom 14, or where a tile holds more than 8,000 reports, the layer
-    ``cells`` carries counts on a 128 × 128 grid (``count`` and one count per
-    top-level category, named by position in ``/categories``); otherwise the
-    layer ``reports`` carries points with reference, category, group and status.
+    ``cells`` carries counts on a 64 × 64 grid (``count`` and one count per
+    top-level category, named by its code); otherwise the layer ``reports``
+    carries points with reference, category, group and status. Unfiltered
+    low-zoom tiles are read from a rollup refreshed every few minutes.
     """
     try:
         tile = parse_tile(z, x, y)
@@ -285,21 +287,13 @@ def report_tile(args: dict[str, Any], z: str, x: str, y: str) -> Response:
                        errors={"tile": [exc.message]}) from exc
     session = get_session()
     filters = report_filters(args)
-    bounds = tile.bounds_lonlat()
-    size_m = tile.width_m()
-    x0 = -lq.MERCATOR_HALF + tile.x * size_m
-    y1 = lq.MERCATOR_HALF - tile.y * size_m
-    bounds_m = (x0, y1 - size_m, x0 + size_m, y1)
-    body = None
-    if tile.z >= POINT_ZOOM:
-        pad_lon = bounds.width_deg * lq.TILE_BUFFER / lq.TILE_EXTENT
-        pad_lat = bounds.height_deg * lq.TILE_BUFFER / lq.TILE_EXTENT
-        padded = (bounds.min_lon - pad_lon, max(-90.0, bounds.min_lat - pad_lat),
-                  bounds.max_lon + pad_lon, min(90.0, bounds.max_lat + pad_lat))
-        body = lq.fetch_tile(session, lq.tile_points_statement(filters, bounds_m, padded, MAX_TILE_POINTS))
-    if body is None:
-        body = lq.fetch_tile(session, lq.tile_cells_statement(
-            filters, bounds_m, bounds.as_tuple(), lq.top_level_categories(session)))
+    max_age = current_app.config["CIVICMAP"].rollup_max_age_seconds
+    use_rollup = max_age > 0 and tile.z + lq.GRID_BITS <= lq.ROLLUP_FINEST
+    if use_rollup:
+        age = rollup.age_seconds(session.connection())
+        rollup.refresh_in_background_if_stale(get_engine(), age, max_age)
+    body = lq.render_tile(session, tile, filters, lq.top_level_categories(session), point_zoom=POINT_ZOOM,
+                          max_points=MAX_TILE_POINTS, use_rollup=use_rollup)
     if not body:
         response = Response(status=204)
         response.headers["Cache-Control"] = "public, max-age=60"
@@ -359,6 +353,7 @@ def export_reports(args: dict[str, Any], fmt: str) -> Response:
     if _accepts_gzip():
         chunks = _gzip_stream(chunks)
         headers["Content-Encoding"] = "gzip"
-    response = Response(stream_with_context(chunks), mimetype=mimetype, headers=headers)
+    # content_type, not mimetype: the csv type names its charset already, and mimetype= would add a second one.
+    response = Response(stream_with_context(chunks), content_type=mimetype, headers=headers)
     response.vary.add("Accept-Encoding")
     return response

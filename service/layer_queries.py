@@ -257,7 +257,7 @@ def tile_points_statement(filters: ReportFilters, bounds_m: tuple[float, float, 
         SELECT CASE WHEN count(*) > :max_points THEN NULL
                     ELSE ST_AsMVT(t, 'reports', {TILE_EXTENT}, 'geom') END
         FROM (SELECT reference, category, "group", status,
-                     ST_MakePoint(round(tx), round(ty)) AS geom FROM pts) t"""
+                     ST_MakePoint(round(tx), round(ty)) AS geom FROM pts ORDER BY reference) t"""
     return to_psycopg(sql, params)
 
 
@@ -289,7 +289,7 @@ def tile_cells_statement(filters: ReportFilters, tile: Tile, categories: Sequenc
         FROM (SELECT count(*)::int AS count, {per_category},
                      ST_MakePoint((cx + 0.5) * :cell, (cy + 0.5) * :cell) AS geom
               FROM pts WHERE cx BETWEEN 0 AND {(1 << GRID_BITS) - 1} AND cy BETWEEN 0 AND {(1 << GRID_BITS) - 1}
-              GROUP BY cx, cy) t"""
+              GROUP BY cx, cy ORDER BY cy, cx) t"""
     return to_psycopg(sql, params)
 
 
@@ -309,7 +309,7 @@ def tile_rollup_statement(filters: ReportFilters, tile: Tile, categories: Sequen
               FROM report_tile_cells
               WHERE level = :level AND cx BETWEEN :cx0 AND :cx0 + :last AND cy BETWEEN :cy0 AND :cy0 + :last
                     {group_filter}
-              GROUP BY cx, cy) t"""
+              GROUP BY cx, cy ORDER BY cy, cx) t"""
     return to_psycopg(sql, params)
 
 

@@ -21,13 +21,12 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-import numpy as np
 import orjson
-import pyarrow as pa
-import pyogrio
-import shapely
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "EXPORT_FIELDS",
@@ -89,6 +88,7 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 FILE_FORMATS = ("gpkg", "fgb", "shp.zip")
 LAYER_NAME = "civicmap_reports"
+DBF_TEXT_BYTES = 254  # a dBase text field holds at most 254 bytes: about 84 Khmer characters
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
 
 
@@ -153,7 +153,12 @@ def csv_chunks(batches: Iterable[Sequence[tuple[Any, ...]]], *, hxl: bool = Fals
 
 # --- files through GDAL ------------------------------------------------------------------------------------------
 
+# numpy, pyarrow, shapely and pyogrio (GDAL) are imported when a file is written, not with this module:
+# they add about 100 MB to every web worker, which the streamed formats never need.
+
 def _arrow_schema(shapefile: bool) -> pa.Schema:
+    import pyarrow as pa
+
     types = {"str": pa.string(), "int": pa.int32(), "float": pa.float64(),
              "datetime": pa.string() if shapefile else pa.timestamp("ms", tz="UTC")}
     fields = [pa.field(f.shp_name if shapefile else f.name, types[f.kind]) for f in EXPORT_FIELDS]
@@ -161,12 +166,25 @@ def _arrow_schema(shapefile: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _dbf_text(value: str | None) -> str | None:
+    """Cut text to what a dBase field holds, on a character boundary (GDAL would cut it with a warning)."""
+    if value is None or len(value) * 4 <= DBF_TEXT_BYTES:
+        return value
+    return value.encode()[:DBF_TEXT_BYTES].decode("utf-8", "ignore")
+
+
 def _record_batch(rows: Sequence[tuple[Any, ...]], schema: pa.Schema, shapefile: bool) -> pa.RecordBatch:
+    import numpy as np
+    import pyarrow as pa
+    import shapely
+
     columns = list(zip(*rows))
     arrays = []
     for field, values, arrow_field in zip(EXPORT_FIELDS, columns, schema):
         if field.kind == "datetime" and shapefile:
             values = [None if v is None else _csv_value(v) for v in values]
+        elif field.kind == "str" and shapefile:
+            values = [_dbf_text(v) for v in values]
         arrays.append(pa.array(values, type=arrow_field.type))
     points = shapely.points(np.asarray(columns[_LON], dtype=float), np.asarray(columns[_LAT], dtype=float))
     arrays.append(pa.array(shapely.to_wkb(points), type=pa.binary()))
@@ -176,6 +194,9 @@ def _record_batch(rows: Sequence[tuple[Any, ...]], schema: pa.Schema, shapefile:
 def write_file(batches: Iterable[Sequence[tuple[Any, ...]]], path: str | os.PathLike[str], fmt: str,
                licence: Licence) -> None:
     """Write a GeoPackage, FlatGeobuf or zipped Shapefile at ``path``, one record batch at a time."""
+    import pyarrow as pa
+    import pyogrio
+
     if fmt not in FILE_FORMATS:
         raise ValueError(f"unknown file format {fmt!r}; one of {', '.join(FILE_FORMATS)}")
     shapefile = fmt == "shp.zip"
@@ -201,4 +222,6 @@ def write_file(batches: Iterable[Sequence[tuple[Any, ...]]], path: str | os.Path
             for part in sorted(Path(tmp).iterdir()):
                 archive.write(part, part.name)
             archive.writestr("LICENSE.txt", licence.text() + "\n")
-            archive.writestr("FIELDS.txt", "".join(f"{f.shp_name}\t{f.name}\t{f.hxl}\n" for f in EXPORT_FIELDS))
+            archive.writestr("FIELDS.txt", "".join(f"{f.shp_name}\t{f.name}\t{f.hxl}\n" for f in EXPORT_FIELDS)
+                             + f"# Text is cut to {DBF_TEXT_BYTES} bytes (the dBase limit); the other formats "
+                               "carry it whole.\n")

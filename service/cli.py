@@ -2,15 +2,19 @@
 
     civicmap db upgrade            create or migrate the schema (Alembic)
     civicmap seed [--count N]      areas, categories and N synthetic reports
+    civicmap rollup refresh        recount the low-zoom tile rollup now
     civicmap user add NAME --role  a staff or field-worker account, prints a token
     civicmap token revoke PREFIX   stop a token working
+    civicmap export --format F --out FILE   public reports as open data (the filters of /api/v1/exports)
     civicmap run [--port]          serve with gunicorn
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,11 +24,14 @@ from alembic.config import Config as AlembicConfig
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from service import db, queries
 from service.app import create_app
 from service.cli_sync import sync_group
 from service.models import USER_ROLES, ApiToken, User
+
+EXPORT_FORMATS = ("geojson", "csv", "gpkg", "fgb", "shp.zip")  # geo.exports.FORMATS, without importing GDAL here
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -103,6 +110,27 @@ def seed_command(count: int, random_seed: int, if_empty: bool, until: datetime |
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE reports")
     click.echo(f"reports added: {added}")
+    _refresh_rollup(engine)
+
+
+def _refresh_rollup(engine: Engine) -> None:
+    from service import rollup
+
+    with engine.begin() as conn:
+        took = rollup.refresh(conn)
+    click.echo(f"tile rollup refreshed in {took:.1f} s")
+
+
+@main.group("rollup")
+def rollup_group() -> None:
+    """Precomputed counts behind the low-zoom map tiles."""
+
+
+@rollup_group.command("refresh")
+@with_appcontext
+def rollup_refresh_command() -> None:
+    """Recount the tile rollup now (the server also does it when older than ROLLUP_MAX_AGE_SECONDS)."""
+    _refresh_rollup(db.get_engine())
 
 
 @main.group("user")
@@ -236,6 +264,79 @@ def device_revoke(device_id: int) -> None:
     if not updated:
         raise click.ClickException(f"no active device {device_id}")
     click.echo(f"device {device_id} revoked")
+
+
+@main.command("export")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True, help="file format")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path), required=True,
+              help="file to write; replaced only once the export is complete")
+@click.option("--bbox", default=None, help="minLon,minLat,maxLon,maxLat (WGS 84)")
+@click.option("--category", "categories", multiple=True,
+              help="category code (repeat, or comma-separate); a top-level code takes its subtypes")
+@click.option("--status", "statuses", multiple=True, help="status (repeat, or comma-separate)")
+@click.option("--area", default=None, help="area code: city, khan or sangkat (e.g. PP-doun-penh)")
+@click.option("--since", default=None, help="received at or after (ISO 8601 with offset)")
+@click.option("--until", default=None, help="received before (ISO 8601 with offset)")
+@click.option("--hxl", is_flag=True, help="CSV: add the HXL hashtag row")
+@with_appcontext
+def export_command(fmt: str, out: Path, bbox: str | None, categories: tuple[str, ...], statuses: tuple[str, ...],
+                   area: str | None, since: str | None, until: str | None, hxl: bool) -> None:
+    """Write public reports to an open-data file: the query, filters and writers of /api/v1/exports."""
+    from collections.abc import Iterator
+
+    from marshmallow import ValidationError
+
+    from geo.exports import FILE_FORMATS, LAYER_NAME, csv_chunks, geojson_chunks, write_file
+    from service import layer_queries as lq
+    from service.db import get_session
+    from service.errors import ApiError
+    from service.resources.filters import report_filters
+    from service.resources.layers import licence
+    from service.schemas import ExportQuerySchema
+
+    query = {"bbox": bbox, "category": list(categories), "status": list(statuses), "area": area,
+             "since": since, "until": until}
+    try:
+        filters = report_filters(ExportQuerySchema().load({k: v for k, v in query.items() if v}))
+    except ValidationError as exc:
+        name, messages = next(iter(exc.normalized_messages().items()))
+        hint = " Give ISO 8601 with an offset, e.g. 2026-01-31T00:00:00+07:00." if name in ("since", "until") else ""
+        raise click.BadParameter(" ".join(map(str, messages)) + hint, param_hint=f"--{name}") from exc
+    except ApiError as exc:
+        name = next(iter(exc.errors), None)
+        raise click.BadParameter(exc.message, param_hint=f"--{name}" if name else None) from exc
+    out = out.absolute()
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"there is no directory {out.parent}", param_hint="--out")
+    session = get_session()
+    estimate = lq.estimated_matches(session, filters)
+    written = 0
+    # Written in a directory next to --out (the same file system) and renamed into place when complete,
+    # so a failed or interrupted export never leaves a half file under the name asked for.
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    part = work / f"{LAYER_NAME}.{fmt}"
+    try:
+        with click.progressbar(length=estimate, label="reports (estimated total)", show_pos=True,
+                               file=sys.stderr) as bar:
+            def batches() -> Iterator[list[tuple[object, ...]]]:
+                nonlocal written
+                for rows in lq.stream_rows(session, lq.export_statement(filters)):
+                    written += len(rows)
+                    bar.update(len(rows))
+                    yield rows
+
+            if fmt in FILE_FORMATS:
+                write_file(batches(), part, fmt, licence())
+            else:
+                chunks = geojson_chunks(batches(), licence()) if fmt == "geojson" else csv_chunks(batches(), hxl=hxl)
+                with part.open("wb") as handle:
+                    for chunk in chunks:
+                        handle.write(chunk)
+        os.replace(part, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    size = out.stat().st_size
+    click.echo(f"reports written: {written} to {out} ({size:,} bytes)")
 
 
 @main.command("run")

@@ -372,12 +372,13 @@ def export_statement(filters: ReportFilters) -> tuple[str, dict[str, Any]]:
     """Every matching public report, oldest first, with names joined: the rows an NGO export holds."""
     params: dict[str, Any] = {}
     sql = f"""
-        SELECT r.id::text, r.reference, r.category_code, split_part(r.category_code, '.', 1), r.status,
+        SELECT r.id::text AS id, r.reference, r.category_code AS category,
+               split_part(r.category_code, '.', 1) AS category_group, r.status,
                r.observed_at, r.received_at, r.acknowledged_at, r.closed_at,
-               ST_X(r.location), ST_Y(r.location),
-               city.code, d.name_en, d.name_km, cm.name_en, cm.name_km,
-               r.description, r.landmark, r.source,
-               (SELECT count(*)::int FROM report_photos rp WHERE rp.report_id = r.id)
+               ST_X(r.location) AS lon, ST_Y(r.location) AS lat,
+               city.code AS city, d.name_en AS khan, d.name_km AS khan_km, cm.name_en AS sangkat,
+               cm.name_km AS sangkat_km, r.description, r.landmark, r.source,
+               (SELECT count(*)::int FROM report_photos rp WHERE rp.report_id = r.id) AS photo_count
         FROM reports r
         JOIN areas city ON city.id = r.city_id
         LEFT JOIN areas d ON d.id = r.district_id

@@ -157,6 +157,8 @@ def _comma_list(value: str) -> list[str]:
 class CommaList(fields.Field):
     """``a,b`` or repeated parameters, as a list of strings."""
 
+    is_multiple = True  # webargs then hands over every value of a repeated parameter, not only the first
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         values = value if isinstance(value, list) else [value]
         out: list[str] = []

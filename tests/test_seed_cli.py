@@ -45,11 +45,26 @@ def seeded(runner, fresh_url):
 def test_seed_loads_areas_categories_reports(seeded):
     engine, output = seeded
     assert "reports added: 3000" in output
+    assert "tile rollup refreshed" in output
     with engine.connect() as conn:
         levels = dict(conn.execute(text("SELECT level, count(*) FROM areas GROUP BY level")).all())
         assert levels == {"city": 2, "district": 13, "commune": 101}
         assert conn.scalar(text("SELECT count(*) FROM categories WHERE parent_code IS NULL")) == 4
         assert conn.scalar(text("SELECT count(*) FROM reports")) == 3000
+
+
+def test_seed_refreshes_the_tile_rollup_and_the_command_does_too(runner, seeded):
+    from service.cli import main
+
+    engine, _ = seeded
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT sum(n) FROM report_tile_cells WHERE level = 6")) == 3000
+        before = conn.scalar(text("SELECT refreshed_at FROM rollup_state"))
+    result = runner.invoke(main, ["rollup", "refresh"])
+    assert result.exit_code == 0, result.output
+    assert "tile rollup refreshed" in result.output
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT refreshed_at FROM rollup_state")) > before
 
 
 def test_seeded_reports_lie_in_their_sangkat_and_khan(seeded):

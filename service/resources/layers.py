@@ -71,7 +71,7 @@ def _send(body: bytes, mimetype: str, *, cache: str | None = None, etag: bool = 
     if etag:
         tag = hashlib.blake2b(body, digest_size=12).hexdigest()
         response.set_etag(tag)
-        if tag in request.if_none_match:
+        if request.if_none_match.contains_weak(tag):  # If-None-Match compares weakly (RFC 9110 13.1.2)
             response.status_code = 304
             return response
     if len(body) >= MIN_GZIP_BYTES and _accepts_gzip():
@@ -343,10 +343,10 @@ def export_reports(args: dict[str, Any], fmt: str) -> Response:
         try:
             write_file(batches, path, fmt, licence())
             response = send_file(path, mimetype=mimetype, as_attachment=True, download_name=export_filename(fmt))
-        except BaseException:
+        finally:
+            # send_file has opened the file: unlinked now, it stays readable until the server closes it.
+            # (response.call_on_close would never run: the server gets the file as a direct passthrough.)
             os.unlink(path)
-            raise
-        response.call_on_close(lambda: os.unlink(path))
         response.headers["X-Data-Licence"] = headers["X-Data-Licence"]
         return response
     chunks = geojson_chunks(batches, licence()) if fmt == "geojson" else csv_chunks(batches, hxl=args["hxl"])

@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PORT ?= 5000
 
-.PHONY: run test install system-deps system-deps-run db bench-intake bench-seed clean
+.PHONY: run test install system-deps system-deps-run db bench-intake bench-seed bench-layers bench-export clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,17 @@ bench-intake: db
 bench-seed: db
 	server=$$(.ci/ensure-postgres); \
 	DATABASE_URL="$${DATABASE_URL:-$${server%/*}/civicmap_bench}" $(BIN)/python bench/seed.py $(BENCH_ARGS)
+
+# Layers and exports run on 1,000,000 seeded reports in their own database (seeded once, kept).
+LAYERS_BENCH_DB = server=$$(.ci/ensure-postgres); \
+	export DATABASE_URL="$${DATABASE_URL:-$${server%/*}/civicmap_layers_bench}"; \
+	$(BIN)/civicmap db create && $(BIN)/civicmap db upgrade && $(BIN)/civicmap seed --if-empty --count 1000000
+
+bench-layers: system-deps-run install
+	$(LAYERS_BENCH_DB) && $(BIN)/python bench/layers.py $(BENCH_ARGS)
+
+bench-export: system-deps-run install
+	$(LAYERS_BENCH_DB) && $(BIN)/python bench/export.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from geo.coordinates import BBox
+from geo.coordinates import BBox, CoordinateError
 
 __all__ = [
     "MAX_ZOOM",
@@ -29,16 +29,11 @@ MERCATOR_HALF = 20037508.342789244
 MERCATOR_MAX_LAT = 85.0511287798066
 
 
-class TileError(ValueError):
-    """A tile address that does not exist (``error`` is ``"tile.out_of_range"`` or ``"tile.malformed"``)."""
+class TileError(CoordinateError):
+    """A tile address that does not exist (``error`` is ``"tile.out_of_range"`` or ``"tile.malformed"``).
 
-    def __init__(self, error: str, message: str) -> None:
-        super().__init__(error, message)
-        self.error = error
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+    It has CoordinateError's shape: a stable ``error`` key and an English ``message``.
+    """
 
 
 @dataclass(frozen=True)

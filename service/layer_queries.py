@@ -330,6 +330,21 @@ def fetch_tile(db: Executor | psycopg.Connection[Any], statement: tuple[str, dic
     return None if row is None or row[0] is None else bytes(row[0])
 
 
+def refresh_tile_rollup(db: Executor) -> None:
+    """Recount the rollup without blocking readers, and note when."""
+    with driver_connection(db).cursor() as cur:
+        cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY report_tile_cells")
+        cur.execute("UPDATE rollup_state SET refreshed_at = now() WHERE name = 'report_tile_cells'")
+
+
+def tile_rollup_age(db: Executor) -> float:
+    """Seconds since the rollup was last refreshed."""
+    with driver_connection(db).cursor() as cur:
+        cur.execute("SELECT extract(epoch FROM now() - refreshed_at)::float8 FROM rollup_state "
+                    "WHERE name = 'report_tile_cells'")
+        return float(cur.fetchone()[0])  # type: ignore[index]
+
+
 def rollup_count_statement(tile: Tile) -> tuple[str, dict[str, Any]]:
     """How many (unhidden) reports the rollup holds in a tile."""
     params = {"level": tile.z + GRID_BITS, "cx0": tile.x << GRID_BITS, "cy0": tile.y << GRID_BITS,

@@ -196,6 +196,11 @@ def advisory_xact_lock(db: Executor, key: int) -> None:
     db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
+def try_advisory_xact_lock(db: Executor, key: int) -> bool:
+    """Take the lock on ``key`` until the transaction ends, if nobody holds it; never wait."""
+    return bool(db.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar_one())
+
+
 def sync_report_state(db: Executor, report_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
     """What the sync decisions need of a report (optionally row-locked)."""
     return db.execute(

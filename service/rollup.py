@@ -14,8 +14,9 @@ import logging
 import threading
 import time
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+
+from service import layer_queries, queries
 
 log = logging.getLogger(__name__)
 ROLLUP_LOCK_KEY = 7243002
@@ -26,30 +27,22 @@ _last_started = 0.0
 def refresh(conn: Connection) -> float:
     """Refresh the tile rollup in ``conn``'s transaction; returns the seconds it took."""
     started = time.perf_counter()
-    conn.execute(text("REFRESH MATERIALIZED VIEW CONCURRENTLY report_tile_cells"))
-    conn.execute(text("UPDATE rollup_state SET refreshed_at = now() WHERE name = 'report_tile_cells'"))
+    layer_queries.refresh_tile_rollup(conn)
     return time.perf_counter() - started
 
 
 def age_seconds(conn: Connection) -> float:
     """How long ago the rollup was last refreshed."""
-    return float(conn.execute(text(
-        "SELECT extract(epoch FROM now() - refreshed_at) FROM rollup_state WHERE name = 'report_tile_cells'"
-    )).scalar_one())
+    return layer_queries.tile_rollup_age(conn)
 
 
 def _refresh_once(engine: Engine) -> None:
     try:
-        with engine.connect() as conn:
-            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ROLLUP_LOCK_KEY}).scalar_one():
+        with engine.begin() as conn:
+            if not queries.try_advisory_xact_lock(conn, ROLLUP_LOCK_KEY):
                 return  # another worker is at it
-            try:
-                with conn.begin():
-                    took = refresh(conn)
-                log.info("tile rollup refreshed in %.2f s", took)
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ROLLUP_LOCK_KEY})
-                conn.commit()
+            took = refresh(conn)
+        log.info("tile rollup refreshed in %.2f s", took)
     except Exception:  # a failed refresh must not take the worker down; the old counts stay
         log.exception("tile rollup refresh failed")
     finally:

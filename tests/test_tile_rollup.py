@@ -116,3 +116,27 @@ def test_app_serves_low_zoom_from_rollup_and_new_reports_live_at_street_level(
 
 def test_background_refresh_only_when_stale(engine):
     assert rollup.refresh_in_background_if_stale(engine, age=10, max_age=300) is False
+
+
+def test_background_refresh_runs_once_and_records_when(engine):
+    """A stale rollup is refreshed by one background thread, committed, and its time noted."""
+    import time as _time
+
+    from sqlalchemy import text as sql
+
+    with engine.begin() as conn:
+        conn.execute(sql("UPDATE rollup_state SET refreshed_at = now() - interval '1 hour'"))
+    with engine.connect() as conn:
+        age = rollup.age_seconds(conn)
+    assert age >= 3600
+    rollup._last_started = 0.0
+    assert rollup.refresh_in_background_if_stale(engine, age=age, max_age=60) is True
+    assert rollup.refresh_in_background_if_stale(engine, age=age, max_age=60) is False  # one at a time
+    deadline = _time.monotonic() + 30
+    while _time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if rollup.age_seconds(conn) < 60:
+                break
+        _time.sleep(0.05)
+    else:
+        raise AssertionError("the background refresh did not finish")

@@ -515,8 +515,14 @@ def test_heatmap_gzip(client, connection, no_reports):
     packed = client.get(HEATMAP, query_string={"bbox": PP_CENTRE, "zoom": 16}, headers={"Accept-Encoding": "gzip"})
     assert packed.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain.headers
     assert gzip.decompress(packed.data) == plain.data
-    assert packed.headers["ETag"] == plain.headers["ETag"]
     assert orjson.loads(plain.data)["total"] == 60
+    # Two representations, two tags: a cache must not hand a gzip body to a client that asked for plain.
+    assert packed.headers["ETag"] != plain.headers["ETag"]
+    query = {"bbox": PP_CENTRE, "zoom": 16}
+    again = client.get(HEATMAP, query_string=query,
+                       headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]})
+    assert again.status_code == 304
+    assert client.get(HEATMAP, query_string=query, headers={"If-None-Match": packed.headers["ETag"]}).status_code == 200
 
 
 # --- /layers/areas -----------------------------------------------------------------------------------------------
@@ -768,3 +774,4 @@ def test_areas_bad_parameters(client, query):
 def test_errors_speak_khmer(client):
     body = assert_error(client.get(LAYER, query_string={"bbox": "1,2,3", "lang": "km"}), 400, "bbox.malformed")
     assert body["message"].startswith("bbox ត្រូវតែជាលេខបួន")
+

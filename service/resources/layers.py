@@ -72,13 +72,15 @@ def _send(body: bytes, mimetype: str, *, cache: str | None = None, etag: bool = 
     response.vary.add("Accept-Encoding")
     if cache:
         response.headers["Cache-Control"] = cache
+    compress = len(body) >= MIN_GZIP_BYTES and _accepts_gzip()
     if etag:
-        tag = hashlib.blake2b(body, digest_size=12).hexdigest()
+        # The gzipped body is another representation, so it gets its own tag.
+        tag = hashlib.blake2b(body, digest_size=12).hexdigest() + ("-gz" if compress else "")
         response.set_etag(tag)
         if request.if_none_match.contains_weak(tag):  # If-None-Match compares weakly (RFC 9110 13.1.2)
             response.status_code = 304
             return response
-    if len(body) >= MIN_GZIP_BYTES and _accepts_gzip():
+    if compress:
         body = _gzip(body, GZIP_FAST_LEVEL if len(body) > GZIP_FAST_BYTES else GZIP_LEVEL)
         response.headers["Content-Encoding"] = "gzip"
     response.set_data(body)

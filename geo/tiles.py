@@ -20,7 +20,6 @@ __all__ = [
     "Tile",
     "parse_tile",
     "heatmap_cell_degrees",
-    "zoom_for_bbox",
 ]
 
 MAX_ZOOM = 22
@@ -74,14 +73,6 @@ def parse_tile(z: object, x: object, y: object) -> Tile:
         if not 0 <= value < limit:
             raise TileError("tile.out_of_range", f"tile {name} {value} is outside 0…{limit - 1} at zoom {zi}")
     return Tile(zi, xi, yi)
-
-
-def zoom_for_bbox(bbox: BBox, pixels: int = 1024) -> int:
-    """The web-map zoom at which ``bbox`` is about ``pixels`` wide (at least 0, at most MAX_ZOOM)."""
-    if pixels <= 0:
-        raise ValueError("pixels must be positive")
-    zoom = math.log2(360.0 * pixels / 256.0 / bbox.width_deg)
-    return max(0, min(MAX_ZOOM, math.floor(zoom)))
 
 
 def heatmap_cell_degrees(bbox: BBox | None = None, *, zoom: int | None = None, cells: int = 64) -> float:

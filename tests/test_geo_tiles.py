@@ -15,7 +15,6 @@ from geo.tiles import (
     TileError,
     heatmap_cell_degrees,
     parse_tile,
-    zoom_for_bbox,
 )
 
 
@@ -134,36 +133,6 @@ def test_width_in_mercator_metres_halves_with_each_zoom():
     assert Tile(1, 1, 1).width_m() == pytest.approx(MERCATOR_HALF)
     assert Tile(14, 0, 0).width_m() == pytest.approx(2 * MERCATOR_HALF / 16384)
     assert Tile(14, 0, 0).width_m() == pytest.approx(2445.98, abs=0.01)
-
-
-# --- zoom_for_bbox -----------------------------------------------------------------------------------------------
-
-def test_zoom_for_the_whole_world_in_one_tile_is_zero():
-    assert zoom_for_bbox(BBox(-180, -85, 180, 85), pixels=256) == 0
-
-
-def test_zoom_for_bbox_default_is_1024_pixels():
-    width = 360.0 / 1024  # 256 px wide at zoom 10 (the world is 262,144 px), so 1024 px at zoom 12
-    assert zoom_for_bbox(BBox(0, 0, width, 0.1)) == 12
-    assert zoom_for_bbox(BBox(0, 0, width, 0.1), pixels=256) == 10
-    assert zoom_for_bbox(BBox(0, 0, width * 0.99, 0.1), pixels=256) == 10  # floor, not round
-    assert zoom_for_bbox(BBox(0, 0, width * 1.01, 0.1), pixels=256) == 9
-
-
-def test_zoom_for_bbox_of_phnom_penh():
-    pp = BBox(104.71266, 11.42249, 105.05038, 11.73632)
-    assert zoom_for_bbox(pp) == math.floor(math.log2(360 * 4 / pp.width_deg)) == 12
-
-
-def test_zoom_for_bbox_is_clamped():
-    assert zoom_for_bbox(BBox(0, 0, 1e-9, 1e-9)) == MAX_ZOOM
-    assert zoom_for_bbox(BBox(-180, -90, 180, 90), pixels=1) == 0
-
-
-@pytest.mark.parametrize("pixels", [0, -256])
-def test_zoom_for_bbox_needs_positive_pixels(pixels):
-    with pytest.raises(ValueError, match="pixels must be positive"):
-        zoom_for_bbox(BBox(0, 0, 1, 1), pixels=pixels)
 
 
 # --- heatmap_cell_degrees ----------------------------------------------------------------------------------------

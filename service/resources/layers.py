@@ -51,7 +51,7 @@ exports_blp = Blueprint("exports", __name__, url_prefix="/api/v1/exports",
 GZIP_LEVEL = 5  # level 5 gives nearly level 9's size at a third of its time on GeoJSON
 GZIP_FAST_LEVEL = 1  # above GZIP_FAST_BYTES: half level 5's time for 18 % more bytes (a 10k-feature page)
 GZIP_FAST_BYTES = 512 * 1024
-CACHE_SECONDS = 10.0  # how long a worker trusts its copy of the category list and the rollup's age
+CACHE_SECONDS = 10.0  # how long a worker trusts its copy of the categories, area names and the rollup's age
 GZIP_STREAM_LEVEL = 3
 MIN_GZIP_BYTES = 1024
 POINT_ZOOM = 14  # from this zoom on, tiles carry single reports (when they hold few enough)
@@ -93,7 +93,7 @@ def _gzip(body: bytes, level: int) -> bytes:
 
 
 def _cached(name: str, compute: Callable[[], Any]) -> Any:
-    """A value this worker recomputes at most every CACHE_SECONDS (saves a round trip per tile)."""
+    """A value this worker recomputes at most every CACHE_SECONDS (saves a round trip per request)."""
     cache = current_app.extensions.setdefault("civicmap.layer_cache", {})
     now = time.monotonic()
     hit = cache.get(name)
@@ -135,7 +135,7 @@ def report_layer(args: dict[str, Any]) -> Response:
     rows = lq.fetch_all(session, lq.layer_statement(filters, limit + 1, after))
     more = len(rows) > limit
     rows = rows[:limit]
-    names = lq.area_names(session)
+    names = _cached("area_names", lambda: lq.area_names(session))
     photo_base = url_for("photos.photo", sha256="x")[:-1]
     features = []
     for rid, ref, cat, status, observed, received, lon, lat, district, commune, photos in rows:
@@ -179,10 +179,8 @@ def _extent(filters: ReportFilters) -> tuple[float, float, float, float]:
 
 
 def _cell_size(args: dict[str, Any], extent: tuple[float, float, float, float]) -> float:
-    try:
-        size = heatmap_cell_degrees(BBox(*extent), zoom=args.get("zoom"), cells=args["cells"])
-    except TileError as exc:  # pragma: no cover - the schema bounds zoom first
-        raise ApiError(exc.error, exc.message, 400) from exc
+    # The schema has already bounded zoom (0…22) and cells (4…256).
+    size = heatmap_cell_degrees(BBox(*extent), zoom=args.get("zoom"), cells=args["cells"])
     across = ((extent[2] - extent[0]) / size + 1) * ((extent[3] - extent[1]) / size + 1)
     if across > MAX_HEATMAP_CELLS:
         raise ApiError("heatmap.too_many_cells",

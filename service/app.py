@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, abort, has_request_context, request, send_from_directory
 from flask_babel import Babel
+from flask_compress import Compress
 from flask_babel import gettext as _
 from flask_smorest import Api
 from sqlalchemy.engine import Engine
@@ -29,12 +30,15 @@ log = logging.getLogger(__name__)
 
 
 def select_locale() -> str:
-    """``?lang=km`` wins, then the browser's Accept-Language; English otherwise (and outside a request: the CLI)."""
+    """``?lang=km`` wins, then the language switch's cookie, then the browser's Accept-Language; else English.
+
+    Outside a request (the CLI) it is English.
+    """
     if not has_request_context():
         return "en"
-    asked = request.args.get("lang")
-    if asked in SUPPORTED_LOCALES:
-        return asked
+    for asked in (request.args.get("lang"), request.cookies.get("lang")):
+        if asked in SUPPORTED_LOCALES:
+            return asked
     return request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"
 
 
@@ -42,6 +46,35 @@ class CivicmapApi(Api):
     """flask-smorest's Api, documenting our one error shape."""
 
     ERROR_SCHEMA = ErrorSchema
+
+
+def _compress_pages(app: Flask) -> None:
+    """Pages and static files go out brotli/zstd/gzip-compressed; static URLs carry a content hash, cached a year.
+
+    Only these: the API's large bodies compress (or stream) themselves.
+    """
+    compress = Compress()
+    app.config.setdefault("COMPRESS_REGISTER", False)
+    app.config.setdefault("COMPRESS_STREAMS", False)
+    app.config.setdefault("COMPRESS_ALGORITHM", ["br", "gzip"])
+    app.config.setdefault("COMPRESS_BR_LEVEL", 9)
+    compress.init_app(app)
+
+    def static_max_age(filename: str | None) -> int:
+        return 365 * 86400 if request.args.get("v") else 0
+
+    app.get_send_file_max_age = static_max_age  # type: ignore[method-assign]
+
+    @app.after_request
+    def _compress(response: Any) -> Any:
+        if request.blueprint != "pages" and request.endpoint != "static":
+            return response
+        if request.endpoint == "static" and response.direct_passthrough and response.status_code == 200:
+            response.direct_passthrough = False  # a small file: read it so it can be compressed
+            response.set_data(response.get_data())
+        if request.endpoint == "static" and request.args.get("v"):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return compress.after_request(response)
 
 
 def create_app(config: Config | None = None, engine: Engine | None = None, **overrides: Any) -> Flask:
@@ -61,13 +94,16 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     from service.resources.catalog import areas_blp, categories_blp, photos_blp
     from service.resources.layers import exports_blp, layers_blp, tiles_blp
+    from service.resources.pages import pages_blp
     from service.resources.reports import blp as reports_blp
     from service.resources.sync import blp as sync_blp
 
     for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp, sync_blp, layers_blp, tiles_blp,
                       exports_blp):
         api.register_blueprint(blueprint)
+    app.register_blueprint(pages_blp)
     limiter.init_app(app)
+    _compress_pages(app)
     errors.init_app(app)  # after the Api, so our one error shape replaces flask-smorest's
 
     @app.before_request
@@ -118,6 +154,6 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     def index() -> Any:
         from flask import redirect
 
-        return redirect("/api/v1/docs")
+        return redirect("/report")
 
     return app

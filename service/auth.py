@@ -107,6 +107,16 @@ def require_roles(*roles: str) -> Callable[[F], F]:
     return decorator
 
 
+def current_device_or_resident() -> Device | None:
+    """The device behind the bearer token, or None for a resident's phone, which sends none.
+
+    A token that is present but unknown or revoked is still refused.
+    """
+    if bearer_token() is None:
+        return None
+    return current_device()
+
+
 def current_device() -> Device:
     """The device behind a ``dev_`` bearer token; sync routes accept nothing else."""
     if "current_device" in g:

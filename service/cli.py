@@ -248,7 +248,7 @@ def device_add(name: str, area_code: str, username: str, qr_path: str | None) ->
 
 def provisioning_link(public_url: str, token: str) -> str:
     """The link a phone opens to set itself up; the token sits in the fragment, never in server logs."""
-    return f"{public_url}/report#device-token={token}"
+    return f"{public_url}/field#device-token={token}"
 
 
 @device_group.command("revoke")

@@ -156,6 +156,32 @@ def list_public_reports(db: Executor, filters: ReportFilters, limit: int,
     return db.execute(text(sql), params).all()
 
 
+def area_picker(db: Executor) -> Sequence[Row[Any]]:
+    """Every area with a point inside it and the radius of a circle of its size.
+
+    The phone form's fallback when there is no GPS fix: the resident picks a
+    sangkat, and the report is placed at that point with the radius as its accuracy.
+    """
+    return db.execute(text("""
+        SELECT a.id, a.code, a.level, a.parent_id, a.name_en, a.name_km,
+               round(ST_X(p)::numeric, 6)::float AS lon, round(ST_Y(p)::numeric, 6)::float AS lat,
+               round(sqrt(ST_Area(a.geom::geography) / pi()))::int AS radius_m
+        FROM areas a CROSS JOIN LATERAL ST_PointOnSurface(a.geom) AS p
+        ORDER BY a.level, a.name_en""")).all()
+
+
+def form_categories(db: Executor) -> Sequence[Row[Any]]:
+    """Active categories in display order, groups before their subtypes."""
+    return db.execute(text("SELECT code, parent_code, label_en, label_km, icon FROM categories WHERE active "
+                           "ORDER BY sort_order, code")).all()
+
+
+def upload_awaited_by_resident(db: Executor, upload_sha256: str) -> bool:
+    """Whether a report sent without a device token lists this photo (residents may upload only those)."""
+    return bool(db.scalar(text("SELECT EXISTS (SELECT 1 FROM sync_photo_links l JOIN reports r ON r.id = l.report_id "
+                               "WHERE l.upload_sha256 = :sha AND r.device_id IS NULL)"), {"sha": upload_sha256}))
+
+
 def find_area(db: Executor, code: str) -> AreaRef | None:
     row = db.execute(text("SELECT id, level, code FROM areas WHERE code = :code"), {"code": code}).first()
     return AreaRef(row.id, row.level, row.code) if row else None
@@ -215,7 +241,7 @@ def stored_batch(db: Executor, batch_id: uuid.UUID) -> Row[Any] | None:
                            "FROM sync_batches WHERE batch_id = :id"), {"id": batch_id}).first()
 
 
-def save_batch(db: Executor, *, batch_id: uuid.UUID, device_id: int, fingerprint: str, sent_at: datetime,
+def save_batch(db: Executor, *, batch_id: uuid.UUID, device_id: int | None, fingerprint: str, sent_at: datetime,
                received_at: datetime, item_count: int, response_json: str) -> None:
     db.execute(text("INSERT INTO sync_batches (batch_id, device_id, fingerprint, sent_at, received_at, item_count, "
                     "response) VALUES (:batch_id, :device_id, :fingerprint, :sent_at, :received_at, :item_count, "
@@ -266,7 +292,7 @@ def upload_state(db: Executor, upload_sha256: str) -> Row[Any] | None:
                            "FROM sync_uploads WHERE upload_sha256 = :sha"), {"sha": upload_sha256}).first()
 
 
-def append_upload(db: Executor, *, upload_sha256: str, device_id: int, total_bytes: int, chunk: bytes) -> None:
+def append_upload(db: Executor, *, upload_sha256: str, device_id: int | None, total_bytes: int, chunk: bytes) -> None:
     db.execute(text("""
         INSERT INTO sync_uploads (upload_sha256, device_id, total_bytes, content) VALUES (:sha, :dev, :total, :chunk)
         ON CONFLICT (upload_sha256) DO UPDATE SET content = sync_uploads.content || EXCLUDED.content,

@@ -61,13 +61,30 @@ def _stored_report(db: Session, report_id: uuid.UUID, *, lock: bool = False) -> 
                         status=row.status)
 
 
-def push_batch(db: Session, batch: SyncBatch, device: Device, *, now: datetime,
+#: The ``device_id`` a resident's phone puts in its batches: it has no token and no device number.
+RESIDENT_DEVICE_ID = "resident"
+
+
+def device_label(device_id: int | None) -> str:
+    """A batch's ``device_id`` as the protocol spells it."""
+    return RESIDENT_DEVICE_ID if device_id is None else str(device_id)
+
+
+def _source(device: Device | None) -> str:
+    return "field_sync" if device is not None else "phone_form"
+
+
+def push_batch(db: Session, batch: SyncBatch, device: Device | None, *, now: datetime,
                future_tolerance: timedelta) -> dict[str, Any]:
-    """Process (or answer a replay of) one batch and return the JSON response body."""
+    """Process (or answer a replay of) one batch and return the JSON response body.
+
+    ``device`` is None for a resident's phone (the ``/report`` form): it may
+    only create reports, which are stored with no user and no device.
+    """
     queries.advisory_xact_lock(db, advisory_lock_key(batch.batch_id, "civicmap.batch"))
     stored = queries.stored_batch(db, batch.batch_id)
     if stored is not None:
-        previous = StoredBatch(stored.batch_id, str(stored.device_id), stored.fingerprint, stored.received_at,
+        previous = StoredBatch(stored.batch_id, device_label(stored.device_id), stored.fingerprint, stored.received_at,
                                stored.sent_at)
         plan_batch(batch, previous, now)  # another device or other content: 409 sync.batch_conflict
         return {**stored.response, "replayed": True}
@@ -99,13 +116,13 @@ def push_batch(db: Session, batch: SyncBatch, device: Device, *, now: datetime,
         results.append(result)
     response = BatchResponse(batch.batch_id, plan.received_at, plan.clock_offset,
                              assemble_results(batch, results)).to_json()
-    queries.save_batch(db, batch_id=batch.batch_id, device_id=device.id, fingerprint=plan.fingerprint,
+    queries.save_batch(db, batch_id=batch.batch_id, device_id=device.id if device else None, fingerprint=plan.fingerprint,
                        sent_at=batch.sent_at, received_at=plan.received_at, item_count=batch.item_count,
                        response_json=orjson.dumps(response).decode())
     return response
 
 
-def _insert_fresh_creates(db: Session, batch: SyncBatch, device: Device, *, received_at: datetime,
+def _insert_fresh_creates(db: Session, batch: SyncBatch, device: Device | None, *, received_at: datetime,
                           future_tolerance: timedelta) -> dict[int, ItemResult]:
     """Store the batch's new reports with a few set-based statements instead of ~10 per item.
 
@@ -137,7 +154,7 @@ def _insert_fresh_creates(db: Session, batch: SyncBatch, device: Device, *, rece
         return {}
 
 
-def _insert_fresh(db: Session, fresh: list[SyncItem], batch: SyncBatch, device: Device, *, received_at: datetime,
+def _insert_fresh(db: Session, fresh: list[SyncItem], batch: SyncBatch, device: Device | None, *, received_at: datetime,
                   future_tolerance: timedelta) -> dict[int, ItemResult]:
     results: dict[int, ItemResult] = {}
     categories = {c.code: c for c in db.scalars(select(Category))}
@@ -165,14 +182,16 @@ def _insert_fresh(db: Session, fresh: list[SyncItem], batch: SyncBatch, device: 
         observed = payload.get("observed_at")
         clock = correct_clock(observed, batch.sent_at, received_at, future_tolerance) if observed else None
         rows.append(report_row(payload, category_code=payload["category"], match=match, number=number,
-                               source="field_sync", user=device.user, now=received_at,
-                               future_tolerance=future_tolerance, clock=clock, device_id=device.id,
+                               source=_source(device), user=device.user if device else None,
+                               now=received_at, future_tolerance=future_tolerance, clock=clock,
+                               device_id=device.id if device else None,
                                tracking_token_hash=None))
     inserted = queries.insert_reports(db, rows)
     kept = [(item, row) for (item, _match), row in zip(insertable, rows) if row["id"] in inserted]
     if kept:
         kept_ids = [row["id"] for _item, row in kept]
-        queries.insert_first_events(db, kept_ids, received_at, device.user.id, device.user.role)
+        queries.insert_first_events(db, kept_ids, received_at, device.user.id if device else None,
+                                    device.user.role if device else "resident")
         queries.record_report_changes(db, kept_ids)
     for item, row in kept:
         missing: tuple[str, ...] = ()
@@ -187,7 +206,7 @@ def _insert_fresh(db: Session, fresh: list[SyncItem], batch: SyncBatch, device: 
     return results
 
 
-def _push_item(db: Session, item: SyncItem, batch: SyncBatch, device: Device, *, received_at: datetime,
+def _push_item(db: Session, item: SyncItem, batch: SyncBatch, device: Device | None, *, received_at: datetime,
                future_tolerance: timedelta) -> ItemResult:
     queries.advisory_xact_lock(db, advisory_lock_key(item.client_id))
     if item.op == "create":
@@ -195,7 +214,7 @@ def _push_item(db: Session, item: SyncItem, batch: SyncBatch, device: Device, *,
     return _push_update(db, item, device, received_at=received_at)
 
 
-def _push_create(db: Session, item: SyncItem, batch: SyncBatch, device: Device, *, received_at: datetime,
+def _push_create(db: Session, item: SyncItem, batch: SyncBatch, device: Device | None, *, received_at: datetime,
                  future_tolerance: timedelta) -> ItemResult:
     existing = _stored_report(db, item.client_id)
     decision = decide_create(item, existing)
@@ -206,8 +225,9 @@ def _push_create(db: Session, item: SyncItem, batch: SyncBatch, device: Device, 
     payload = dict(item.payload)
     observed = payload.get("observed_at")
     clock = correct_clock(observed, batch.sent_at, received_at, future_tolerance) if observed else None
-    created = create_report(db, payload, source="field_sync", user=device.user, now=received_at,
-                            future_tolerance=future_tolerance, clock=clock, device_id=device.id)
+    created = create_report(db, payload, source=_source(device), user=device.user if device else None,
+                            now=received_at, future_tolerance=future_tolerance, clock=clock,
+                            device_id=device.id if device else None)
     queries.link_pending_photos(db, created.id, item.photos)
     attach_uploaded_photos(db, created.id, item.photos)
     stored = StoredReport(created.id, created.reference, created.version, item_hash(item), created.status)
@@ -215,16 +235,18 @@ def _push_create(db: Session, item: SyncItem, batch: SyncBatch, device: Device, 
                               missing_photos=missing_photos(item.photos, queries.completed_uploads(db, item.photos)))
 
 
-def _push_update(db: Session, item: SyncItem, device: Device, *, received_at: datetime) -> ItemResult:
+def _push_update(db: Session, item: SyncItem, device: Device | None, *, received_at: datetime) -> ItemResult:
     report_id: uuid.UUID = item.payload["report_id"]
     applied_row = queries.applied_update(db, item.client_id)
     applied = AppliedUpdate(applied_row.client_id, applied_row.report_id, applied_row.payload_hash,
                             applied_row.version) if applied_row else None
     current = _stored_report(db, report_id, lock=True)
-    in_area = current is not None and queries.report_in_area(db, report_id, device.area_id)
-    decision = decide_update(item, current, policy=policy_for(device.user.role), applied=applied, in_area=in_area)
+    in_area = device is not None and current is not None and queries.report_in_area(db, report_id, device.area_id)
+    role = device.user.role if device is not None else "resident"  # residents may not update: no policy
+    decision = decide_update(item, current, policy=policy_for(role), applied=applied, in_area=in_area)
     if decision.action != "apply":
         return decision.to_result(item)
+    assert device is not None
     change = decision.change
     assert change is not None
     report = find_report(db, str(report_id), for_update=True)

@@ -45,7 +45,7 @@ def _lock(db: Session, upload_sha256: str) -> None:
     queries.advisory_xact_lock(db, advisory_lock_key(uuid.UUID(upload_sha256[:32]), "civicmap.upload"))
 
 
-def receive_chunk(db: Session, upload_sha256: str, data: bytes, rng: ContentRange | None, device: Device,
+def receive_chunk(db: Session, upload_sha256: str, data: bytes, rng: ContentRange | None, device: Device | None,
                   limits: UploadLimits) -> UploadState:
     """Store what this request carried; finish the photo when it is whole."""
     _lock(db, upload_sha256)
@@ -57,7 +57,7 @@ def receive_chunk(db: Session, upload_sha256: str, data: bytes, rng: ContentRang
     plan = plan_chunk(stored_bytes, rng, upload_length=state.total_bytes if state is not None else None,
                       received=len(data))
     if plan.append or state is None:
-        queries.append_upload(db, upload_sha256=upload_sha256, device_id=device.id, total_bytes=plan.total,
+        queries.append_upload(db, upload_sha256=upload_sha256, device_id=device.id if device else None, total_bytes=plan.total,
                               chunk=data[plan.skip:plan.skip + plan.append])
     if not plan.complete:
         return UploadState(plan.offset, plan.total, False, None)

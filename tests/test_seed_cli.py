@@ -174,7 +174,7 @@ def test_device_add_token_syncs_and_revoke_stops_it(runner, seeded, fresh_url, t
     assert result.exit_code == 0, result.output
     lines = dict(line.split(": ", 1) for line in result.output.splitlines() if ": " in line)
     token, link = lines["token"], lines["provisioning link"]
-    assert token.startswith("dev_") and link.endswith(f"/report#device-token={token}")
+    assert token.startswith("dev_") and link.endswith(f"/field#device-token={token}")
     with Image.open(qr) as image:
         assert image.size[0] > 100
     device_id = int(result.output.split()[1])

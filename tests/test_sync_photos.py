@@ -147,4 +147,8 @@ def test_bad_sha_and_no_token(client, device):
     token, _ = device
     response = put(client, token, "not-a-sha", b"x")
     assert 400 <= response.status_code < 500 and response.get_json()["error"].startswith("sync.")
-    assert_error(client.put(f"/api/v1/sync/photos/{'a' * 64}", data=b"x"), 401, "auth.required")
+    # Without a token (a resident's phone) only a photo some resident's report lists may be sent.
+    assert_error(client.put(f"/api/v1/sync/photos/{'a' * 64}", data=b"x"), 403, "sync.photo_not_expected")
+    assert client.head(f"/api/v1/sync/photos/{'a' * 64}").status_code == 403
+    assert_error(client.put(f"/api/v1/sync/photos/{'a' * 64}", data=b"x", headers={"Authorization": "Bearer nope"}),
+                 401, "auth.invalid_token")

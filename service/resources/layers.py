@@ -13,18 +13,31 @@ import hashlib
 import logging
 import os
 import tempfile
-import time
 import zlib
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
-from flask import Response, current_app, request, send_file, stream_with_context, url_for
+from flask import (
+    Response,
+    current_app,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_smorest import Blueprint
 
 from geo.coordinates import BBox
-from geo.exports import FILE_FORMATS, FORMATS, Licence, csv_chunks, geojson_chunks, write_file
+from geo.exports import (
+    FILE_FORMATS,
+    FORMATS,
+    Licence,
+    csv_chunks,
+    geojson_chunks,
+    write_file,
+)
 from geo.tiles import TileError, heatmap_cell_degrees, parse_tile
 from service import layer_queries as lq
 from service import rollup
@@ -40,6 +53,7 @@ from service.schemas import (
     LayerQuerySchema,
     TileQuerySchema,
 )
+from service.worker_cache import cached
 
 log = logging.getLogger(__name__)
 layers_blp = Blueprint("layers", __name__, url_prefix="/api/v1/layers",
@@ -51,7 +65,6 @@ exports_blp = Blueprint("exports", __name__, url_prefix="/api/v1/exports",
 GZIP_LEVEL = 5  # level 5 gives nearly level 9's size at a third of its time on GeoJSON
 GZIP_FAST_LEVEL = 1  # above GZIP_FAST_BYTES: half level 5's time for 18 % more bytes (a 10k-feature page)
 GZIP_FAST_BYTES = 512 * 1024
-CACHE_SECONDS = 10.0  # how long a worker trusts its copy of the categories, area names and the rollup's age
 GZIP_STREAM_LEVEL = 3
 MIN_GZIP_BYTES = 1024
 POINT_ZOOM = 14  # from this zoom on, tiles carry single reports (when they hold few enough)
@@ -92,18 +105,8 @@ def _gzip(body: bytes, level: int) -> bytes:
     return compressor.compress(body) + compressor.flush()
 
 
-def _cached(name: str, compute: Callable[[], Any]) -> Any:
-    """A value this worker recomputes at most every CACHE_SECONDS (saves a round trip per request)."""
-    cache = current_app.extensions.setdefault("civicmap.layer_cache", {})
-    now = time.monotonic()
-    hit = cache.get(name)
-    if hit is None or now - hit[0] > CACHE_SECONDS:
-        hit = cache[name] = (now, compute())
-    return hit[1]
-
-
 def top_level_categories() -> list[str]:
-    return _cached("categories", lambda: lq.top_level_categories(get_session()))
+    return cached("categories", lambda: lq.top_level_categories(get_session()))
 
 
 def licence() -> Licence:
@@ -135,7 +138,7 @@ def report_layer(args: dict[str, Any]) -> Response:
     rows = lq.fetch_all(session, lq.layer_statement(filters, limit + 1, after))
     more = len(rows) > limit
     rows = rows[:limit]
-    names = _cached("area_names", lambda: lq.area_names(session))
+    names = cached("area_names", lambda: lq.area_names(session))
     photo_base = url_for("photos.photo", sha256="x")[:-1]
     features = []
     for rid, ref, cat, status, observed, received, lon, lat, district, commune, photos in rows:
@@ -308,7 +311,7 @@ def report_tile(args: dict[str, Any], z: str, x: str, y: str) -> Response:
     max_age = current_app.config["CIVICMAP"].rollup_max_age_seconds
     use_rollup = max_age > 0 and tile.z + lq.GRID_BITS <= lq.ROLLUP_FINEST
     if use_rollup:
-        age = _cached("rollup_age", lambda: rollup.age_seconds(session.connection()))
+        age = cached("rollup_age", lambda: rollup.age_seconds(session.connection()))
         rollup.refresh_in_background_if_stale(get_engine(), age, max_age)
     body = lq.render_tile(session, tile, filters, top_level_categories(), point_zoom=POINT_ZOOM,
                           max_points=MAX_TILE_POINTS, use_rollup=use_rollup)

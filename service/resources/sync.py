@@ -19,21 +19,24 @@ from sqlalchemy import select
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from service import queries
-from service.auth import current_device
+from service.auth import current_device, current_device_or_resident
 from service.db import get_session
 from service.errors import ApiError
 from service.messages import translated
 from service.ratelimit import device_key, limiter, sync_limit
-from service.models import Category
+from service.models import Area, Category
 from service.resources.reports import public_report_dict
 from service.schemas import QuerySchema
-from service.sync_push import push_batch
+from service.sync_push import RESIDENT_DEVICE_ID, device_label, push_batch
 from service.sync_uploads import UploadLimits, UploadRefused, UploadState, receive_chunk
 from sync.decisions import decode_cursor, paginate_changes, parse_content_range, photo_head
 from sync.protocol import BatchLimits, ProtocolError, decode_json, parse_batch, parse_sha256, read_body
 
 blp = Blueprint("sync", __name__, url_prefix="/api/v1/sync", description="Offline batch sync for field devices")
 limiter.limit(sync_limit, key_func=device_key)(blp)
+
+#: Most items a resident's phone (no device token) may send in one batch.
+RESIDENT_MAX_ITEMS = 20
 
 #: Endpoints that take ``Content-Encoding: gzip`` (they inflate it themselves, with a limit).
 GZIP_ENDPOINTS = frozenset({"sync.SyncBatches"})
@@ -58,8 +61,8 @@ class SyncBatches(MethodView):
     @blp.doc(requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
              security=[{"bearer": []}])
     def post(self) -> Any:
-        """Push a batch of offline reports and updates (device token; gzip welcome)"""
-        device = current_device()
+        """Push a batch of offline reports and updates (device token, or none from a resident's phone; gzip welcome)"""
+        device = current_device_or_resident()
         limits = batch_limits()
         if request.mimetype != "application/json":
             raise ApiError("request.unsupported_media_type",
@@ -69,7 +72,9 @@ class SyncBatches(MethodView):
             batch = parse_batch(decode_json(body), limits)
         except ProtocolError as exc:
             raise api_error(exc) from exc
-        if batch.device_id != str(device.id):
+        if device is None:
+            _check_resident_batch(batch.device_id, batch.item_count)
+        elif batch.device_id != device_label(device.id):
             raise ApiError("sync.device_mismatch", _("device_id must be the id of the device this token belongs to."),
                            422, errors={"device_id": [_("Not this token's device.")]})
         session = get_session()
@@ -80,6 +85,38 @@ class SyncBatches(MethodView):
             raise api_error(exc) from exc
         session.commit()
         return response
+
+
+def _check_resident_batch(device_id: str, item_count: int) -> None:
+    """A batch without a token comes from a resident's phone: it says so, and it is small."""
+    if device_id != RESIDENT_DEVICE_ID:
+        raise ApiError("auth.required", _("Sync needs the device token given when the phone was registered."), 401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    if item_count > RESIDENT_MAX_ITEMS:
+        raise ApiError("sync.too_many_items",
+                       _("A phone without a device token may send at most %(n)s reports at a time.",
+                         n=RESIDENT_MAX_ITEMS), 413)
+
+
+def _resident_may_upload(sha: str) -> None:
+    """Without a token, only a photo that a resident's report lists may be uploaded."""
+    if not queries.upload_awaited_by_resident(get_session(), sha):
+        raise ApiError("sync.photo_not_expected",
+                       _("Send the report that lists this photo first, then its photo."), 403)
+
+
+@blp.route("/device")
+class SyncDevice(MethodView):
+    @blp.response(200, description="The device this token belongs to: its number (the batches' device_id) and area")
+    @blp.doc(security=[{"bearer": []}])
+    def get(self) -> Any:
+        """Who am I: the device behind the token, for field mode's sign-in"""
+        device = current_device()
+        session = get_session()
+        area = session.get(Area, device.area_id)
+        return {"device_id": str(device.id), "name": device.name, "role": device.user.role,
+                "area": {"code": area.code, "level": area.level, "name_en": area.name_en, "name_km": area.name_km}
+                if area else None}
 
 
 def _read_what_arrives(limit: int) -> bytes:
@@ -111,8 +148,10 @@ class SyncPhoto(MethodView):
     @blp.doc(security=[{"bearer": []}])
     def head(self, sha256: str) -> Any:
         """How much of a photo upload the server holds (resume from Upload-Offset)"""
-        current_device()
+        device = current_device_or_resident()
         sha = _sha(sha256)
+        if device is None:
+            _resident_may_upload(sha)
         state = queries.upload_state(get_session(), sha)
         if state is None:
             status, headers = photo_head(0, None, False)
@@ -127,8 +166,10 @@ class SyncPhoto(MethodView):
         "schema": {"type": "string", "format": "binary"}}}})
     def put(self, sha256: str) -> Any:
         """Upload a photo, whole or in Content-Range pieces; idempotent and resumable"""
-        device = current_device()
+        device = current_device_or_resident()
         sha = _sha(sha256)
+        if device is None:
+            _resident_may_upload(sha)
         cfg = current_app.config["CIVICMAP"]
         limits = UploadLimits(cfg.max_photo_bytes, cfg.max_photo_pixels, cfg.photo_max_edge)
         session = get_session()

@@ -70,8 +70,12 @@ def _compress_pages(app: Flask) -> None:
         if request.blueprint != "pages" and request.endpoint != "static":
             return response
         if request.endpoint == "static" and response.direct_passthrough and response.status_code == 200:
+            source = response.response
             response.direct_passthrough = False  # a small file: read it so it can be compressed
-            response.set_data(response.get_data())
+            data = response.get_data()
+            if hasattr(source, "close"):
+                source.close()
+            response.set_data(data)
         if request.endpoint == "static" and request.args.get("v"):
             response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
         return compress.after_request(response)

@@ -17,7 +17,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, current_app, json
+from flask import Flask, Response, current_app, has_request_context, json, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -72,9 +72,14 @@ def error_response(status: int, error: str, message: str, errors: dict[str, Any]
                    headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Response:
     body = error_body(status, error, message, errors)
     body.update(extra or {})
-    response = current_app.response_class(
-        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json"
-    )
+    if has_request_context() and request.blueprint == "pages":
+        # People, not programs, read the phone pages: the same error as a page in their language.
+        response = current_app.response_class(render_template("error.html", error=body), status=status,
+                                              mimetype="text/html")
+    else:
+        response = current_app.response_class(
+            json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json"
+        )
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

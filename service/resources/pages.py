@@ -164,10 +164,20 @@ def _form_photos(cfg: Any, errors: dict[str, str]) -> list[StoredPhoto]:
     return photos
 
 
+@pages_blp.before_request
+def _room_for_photos() -> None:
+    """The no-JS form carries up to three photos as the phone took them (the JS path shrinks them first)."""
+    if request.endpoint == "pages.report_submit":
+        request.max_content_length = MAX_FORM_PHOTOS * current_app.config["CIVICMAP"].max_photo_bytes + 64 * 1024
+
+
 @pages_blp.post("/report")
 def report_submit() -> Response:
     """The form posted without JavaScript (multipart): store the report and its photos, or say what to fix."""
     cfg = current_app.config["CIVICMAP"]
+    if any("\ufffd" in value for value in request.form.values()):
+        # werkzeug replaced bytes that were not UTF-8: refuse rather than store mangled text.
+        raise ApiError("form.bad_encoding", _("The form was not sent as UTF-8 text; please type it again."), 400)
     payload, errors = read_report_form(request.form, picked_areas())
     photos = _form_photos(cfg, errors)
     values = {k: v for k, v in request.form.items() if k not in ("lon", "lat", "accuracy_m")}

@@ -214,6 +214,7 @@ def change_status(session: Session, report: Report, *, new_status: str, note: st
                        errors={"duplicate_of": [_("Only with status duplicate.")]})
 
     old_status = report.status
+    old_original_id = report.duplicate_of
     values: dict[str, Any] = {
         "status": new_status,
         "duplicate_of": original_id,
@@ -237,6 +238,8 @@ def change_status(session: Session, report: Report, *, new_status: str, note: st
                             new_status=new_status, note=note))
     session.flush()
     queries.record_report_change(session, report.id)
+    for counted in {original_id, old_original_id} - {None}:  # their public confirmations count changed
+        queries.record_report_change(session, counted)
     session.refresh(report)
     return report
 

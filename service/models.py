@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from geo.duplicates import DEFAULT_RADIUS_M, MAX_RADIUS_M, MIN_RADIUS_M
+
 REPORT_STATUSES = ("new", "acknowledged", "in_progress", "resolved", "rejected", "duplicate")
 OPEN_STATUSES = ("new", "acknowledged", "in_progress")
 REPORT_SOURCES = ("web", "api", "field_sync", "phone_form", "seed", "open311", "openrosa")
@@ -65,6 +67,10 @@ class Category(Base):
     """A report category: four top-level codes and dotted subtypes (``waste.burning``)."""
 
     __tablename__ = "categories"
+    __table_args__ = (
+        CheckConstraint(f"duplicate_radius_m BETWEEN {MIN_RADIUS_M} AND {MAX_RADIUS_M}",
+                        name="categories_duplicate_radius_check"),
+    )
 
     code: Mapped[str] = mapped_column(String(64), primary_key=True)
     parent_code: Mapped[str | None] = mapped_column(ForeignKey("categories.code"), index=True)
@@ -73,6 +79,8 @@ class Category(Base):
     icon: Mapped[str] = mapped_column(String(64), server_default="")
     sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # How near another report of this category must be to be suggested as a duplicate (geo.duplicates).
+    duplicate_radius_m: Mapped[int] = mapped_column(Integer, server_default=str(DEFAULT_RADIUS_M))
 
 
 class Report(Base):

@@ -16,6 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
+from geo import duplicates
+
 Executor = Session | Connection
 
 # Public columns of a report, shared by the single view and the list.
@@ -28,7 +30,9 @@ _PUBLIC_REPORT_SELECT = """
            d.code AS district_code, d.name_en AS district_name_en, d.name_km AS district_name_km,
            cm.code AS commune_code, cm.name_en AS commune_name_en, cm.name_km AS commune_name_km,
            COALESCE((SELECT array_agg(rp.photo_sha256 ORDER BY rp.added_at, rp.photo_sha256)
-                     FROM report_photos rp WHERE rp.report_id = r.id), '{}') AS photos
+                     FROM report_photos rp WHERE rp.report_id = r.id), '{}') AS photos,
+           (SELECT count(*) FROM reports conf
+            WHERE conf.duplicate_of = r.id AND NOT conf.hidden)::int AS confirmations
     FROM reports r
     JOIN categories c ON c.code = r.category_code
     JOIN areas city ON city.id = r.city_id
@@ -94,6 +98,44 @@ def report_history(db: Executor, report_id: uuid.UUID) -> Sequence[Row[Any]]:
              "WHERE report_id = :id ORDER BY id"),
         {"id": report_id},
     ).all()
+
+
+def duplicate_candidates(db: Executor, *, category_code: str, lon: float, lat: float, exclude_id: uuid.UUID | None,
+                         now: datetime, limit: int = duplicates.MAX_SUGGESTIONS) -> Sequence[Row[Any]]:
+    """Reports a new one may duplicate, nearest first: the rule of ``geo.duplicates``, in SQL.
+
+    Same category; within the category's ``duplicate_radius_m`` (geodesic
+    metres, ``ST_DWithin`` on geography, inclusive, served by the GiST index on
+    ``location::geography``); open, or resolved at or after ``now`` minus 30
+    days, where "resolved at" is the latest event that moved the report *into*
+    ``resolved`` (a note on a resolved report does not count); not hidden; not
+    ``exclude_id``. Ordered by the same geodesic distance (``<->`` on the
+    geometry would compare degrees, and a degree of longitude is shorter than
+    one of latitude), then oldest first. ``confirmations`` counts the visible
+    reports marked as duplicates of each.
+    """
+    return db.execute(text("""
+        SELECT r.id, r.reference, r.status, round(d.metres)::int AS distance_m, r.received_at,
+               (SELECT count(*) FROM reports conf
+                WHERE conf.duplicate_of = r.id AND NOT conf.hidden)::int AS confirmations
+        FROM reports r
+        CROSS JOIN LATERAL (SELECT ST_Distance(r.location::geography,
+                                               ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography) AS metres) d
+        WHERE ST_DWithin(r.location::geography, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography,
+                         (SELECT c.duplicate_radius_m FROM categories c WHERE c.code = :category))
+          AND r.category_code = :category
+          AND NOT r.hidden
+          AND r.id IS DISTINCT FROM :exclude_id
+          AND (r.status = ANY(:open_statuses)
+               OR (r.status = :resolved AND EXISTS (
+                   SELECT 1 FROM report_events e
+                   WHERE e.report_id = r.id AND e.new_status = :resolved
+                     AND e.old_status IS DISTINCT FROM :resolved AND e.at >= :resolved_since)))
+        ORDER BY d.metres, r.received_at, r.id
+        LIMIT :limit"""),
+        {"lon": lon, "lat": lat, "category": category_code, "exclude_id": exclude_id,
+         "open_statuses": list(duplicates.OPEN_STATUSES), "resolved": duplicates.RESOLVED_STATUS,
+         "resolved_since": now - duplicates.RESOLVED_WINDOW, "limit": limit}).all()
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,13 @@ class ReportCreateSchema(StrictSchema):
         return _refuse_server_owned(data)
 
 
+class DuplicateSuggestionSchema(Schema):
+    reference = fields.String()
+    status = fields.String()
+    distance_m = fields.Integer(metadata={"description": "metres from the new report, rounded"})
+    url = fields.String(metadata={"description": "the report's public tracking page"})
+
+
 class ReportCreatedSchema(Schema):
     id = fields.UUID()
     reference = fields.String()
@@ -97,6 +104,9 @@ class ReportCreatedSchema(Schema):
     tracking_token = fields.String(allow_none=True, metadata={
         "description": "Secret shown once: lets the reporter add photos. Null when the request was a resend."})
     replayed = fields.Boolean(metadata={"description": "True when this client_id was already stored with the same content."})
+    suggestions = fields.List(fields.Nested(DuplicateSuggestionSchema), metadata={
+        "description": "Reports this one may duplicate: same category, nearby, open or resolved in the last "
+                       "30 days; nearest first, at most 5."})
 
 
 class AreaNameSchema(Schema):
@@ -142,6 +152,8 @@ class ReportPublicSchema(Schema):
     district = fields.Nested(AreaNameSchema, allow_none=True)
     commune = fields.Nested(AreaNameSchema, allow_none=True)
     photos = fields.List(fields.Nested(PhotoRefSchema))
+    confirmations = fields.Integer(metadata={"description": "How many other visible reports were marked as "
+                                                            "duplicates of this one."})
     history = fields.List(fields.Nested(HistoryEntrySchema))
 
 

@@ -16,7 +16,7 @@ import unicodedata
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import shapely
@@ -24,6 +24,7 @@ from shapely.geometry import MultiPolygon, shape
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from geo.duplicates import DEFAULT_RADIUS_M, check_radius
 from geo.synthetic import SeedArea, SeedCategory, SyntheticChunk, generate_reports
 from service.queries import record_category_changes
 from service.references import reference_for
@@ -99,25 +100,46 @@ def load_areas(conn: Connection, data_dir: Path = SAMPLE_DATA) -> int:
     return count
 
 
+def _duplicate_radius(entry: dict[str, Any], inherited: int | None) -> int | None:
+    """A category's ``duplicate_radius_m`` if the file gives one (a subtype inherits its group's)."""
+    if "duplicate_radius_m" not in entry:
+        return inherited
+    try:
+        return check_radius(entry["duplicate_radius_m"])
+    except ValueError as exc:
+        raise ValueError(f"categories.json, {entry.get('code')}: {exc}") from exc
+
+
 def load_categories(conn: Connection, data_dir: Path = SAMPLE_DATA) -> int:
-    """Upsert the categories in ``categories.json`` (top-level codes and their subtypes)."""
+    """Upsert the categories in ``categories.json`` (top-level codes and their subtypes).
+
+    ``duplicate_radius_m`` is optional. A subtype without one takes its
+    group's; a category with neither gets the column default (250 m) when new
+    and keeps its stored radius when it already exists.
+    """
     data = json.loads((data_dir / "categories.json").read_text(encoding="utf-8"))
     rows = []
     for order, top in enumerate(data["categories"]):
+        top_radius = _duplicate_radius(top, None)
         rows.append({"code": top["code"], "parent": None, "label_en": top["label_en"], "label_km": top["label_km"],
-                     "icon": top.get("icon", ""), "sort_order": order * 100, "active": top.get("active", True)})
+                     "icon": top.get("icon", ""), "sort_order": order * 100, "active": top.get("active", True),
+                     "radius": top_radius})
         for sub_order, sub in enumerate(top["subtypes"], start=1):
             rows.append({"code": sub["code"], "parent": top["code"], "label_en": sub["label_en"],
                          "label_km": sub["label_km"], "icon": sub.get("icon", top.get("icon", "")),
-                         "sort_order": order * 100 + sub_order, "active": sub.get("active", True)})
+                         "sort_order": order * 100 + sub_order, "active": sub.get("active", True),
+                         "radius": _duplicate_radius(sub, top_radius)})
     conn.execute(
         text("""
-            INSERT INTO categories (code, parent_code, label_en, label_km, icon, sort_order, active)
-            VALUES (:code, :parent, :label_en, :label_km, :icon, :sort_order, :active)
+            INSERT INTO categories (code, parent_code, label_en, label_km, icon, sort_order, active,
+                                    duplicate_radius_m)
+            VALUES (:code, :parent, :label_en, :label_km, :icon, :sort_order, :active,
+                    COALESCE(CAST(:radius AS integer), :default_radius))
             ON CONFLICT (code) DO UPDATE SET parent_code = EXCLUDED.parent_code, label_en = EXCLUDED.label_en,
                 label_km = EXCLUDED.label_km, icon = EXCLUDED.icon, sort_order = EXCLUDED.sort_order,
-                active = EXCLUDED.active"""),
-        rows,
+                active = EXCLUDED.active,
+                duplicate_radius_m = COALESCE(CAST(:radius AS integer), categories.duplicate_radius_m)"""),
+        [{**row, "default_radius": DEFAULT_RADIUS_M} for row in rows],
     )
     record_category_changes(conn)  # devices pull the (new) labels with their next sync
     return len(rows)

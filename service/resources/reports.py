@@ -73,6 +73,7 @@ def public_report_dict(row: Row[Any], history: list[dict[str, Any]] | None = Non
         "district": _area(row, "district"),
         "commune": _area(row, "commune"),
         "photos": [{"sha256": sha, "url": url_for("photos.photo", sha256=sha)} for sha in row.photos],
+        "confirmations": row.confirmations,
     }
     if history is not None:
         out["history"] = history
@@ -86,6 +87,19 @@ def _history(report_id: uuid.UUID) -> list[dict[str, Any]]:
          else "field_worker"}
         for e in queries.report_history(get_session(), report_id)
     ]
+
+
+def _duplicate_suggestions(payload: dict[str, Any], report_id: uuid.UUID, now: datetime) -> list[dict[str, Any]]:
+    """Reports this one may duplicate (``geo.duplicates``): public handles only, never ids or contact details.
+
+    A resend has the same category and place as the stored report (its content
+    hash matched), so the payload serves for both.
+    """
+    lon, lat = payload["location"]["coordinates"]
+    rows = queries.duplicate_candidates(get_session(), category_code=payload["category"], lon=lon, lat=lat,
+                                        exclude_id=report_id, now=now)
+    return [{"reference": r.reference, "status": r.status, "distance_m": r.distance_m,
+             "url": url_for("pages.track", reference=r.reference)} for r in rows]
 
 
 @blp.route("/reports")
@@ -113,6 +127,7 @@ class Reports(MethodView):
         result = create_report(get_session(), payload, source="api", user=user, now=now, future_tolerance=tolerance)
         get_session().commit()
         body = dataclasses.asdict(result)
+        body["suggestions"] = _duplicate_suggestions(payload, result.id, now)
         location = url_for("reports.ReportById", id_or_reference=result.reference)
         return body, (200 if result.replayed else 201), {"Location": location}
 

@@ -134,6 +134,7 @@ class ByteCounter:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            source.close()  # each socket is the source of exactly one pump, so each is closed once
 
 
 def settle(counter: ByteCounter, quiet: float = 1.0, timeout: float = 30.0) -> None:

@@ -30,6 +30,7 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("SYNC_MAX_INFLATED_BYTES", str(8 * 1024 * 1024), "largest sync batch after gzip inflation; more is 413"),
     ("SYNC_MAX_ITEMS", "500", "most items in one sync batch"),
     ("SYNC_RATE_LIMIT", "120/minute", "requests each device may make to /api/v1/sync; more gets 429 with Retry-After"),
+    ("RESIDENT_SYNC_RATE_LIMIT", "600/minute", "requests each client address may make to /api/v1/sync without a device token (residents' phones; many share one address behind carrier NAT)"),
     ("RATELIMIT_STORAGE_URI", "memory://", "where rate-limit counts live (memory:// is per gunicorn worker; redis://… shares them)"),
     ("ROLLUP_MAX_AGE_SECONDS", "300", "low-zoom tiles count from a rollup refreshed in the background when older than this; 0 counts live"),
     ("LOG_LEVEL", "INFO", "Python logging level"),
@@ -68,6 +69,7 @@ class Config:
     sync_max_inflated_bytes: int
     sync_max_items: int
     sync_rate_limit: str
+    resident_sync_rate_limit: str
     ratelimit_storage_uri: str
     rollup_max_age_seconds: int
 
@@ -89,6 +91,7 @@ class Config:
             sync_max_inflated_bytes=int(_env("SYNC_MAX_INFLATED_BYTES")),
             sync_max_items=int(_env("SYNC_MAX_ITEMS")),
             sync_rate_limit=_env("SYNC_RATE_LIMIT"),
+            resident_sync_rate_limit=_env("RESIDENT_SYNC_RATE_LIMIT"),
             ratelimit_storage_uri=_env("RATELIMIT_STORAGE_URI"),
             rollup_max_age_seconds=int(_env("ROLLUP_MAX_AGE_SECONDS")),
         )

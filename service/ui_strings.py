@@ -51,6 +51,9 @@ BROWSER_STRINGS = {
     "form.need_consent": _l("Tick the box to let the city contact you, or leave the contact empty."),
     "form.too_long": _l("This is too long."),
     "form.fix_errors": _l("Please check the marked fields."),
+    "form.need_landmark": _l("Without GPS, tell us a landmark or address so the city can find the place."),
+    "form.bad_phone": _l("This is not a phone number."),
+    "form.bad_email": _l("This is not an email address."),
     # answers from the server, in plain words
     "error.outside_area": _l("This place is outside the cities civicmap serves."),
     "error.rejected": _l("The city could not accept this report: %(reason)s"),
@@ -65,6 +68,14 @@ BROWSER_STRINGS = {
     "field.sync_done": _l("Sync finished: %(sent)s sent, %(failed)s need attention."),
     "field.pulled": _l("%(count)s update(s) from the city."),
     "field.no_updates": _l("No new updates."),
+    "field.sign_in_offline": _l("Connect to the internet to sign in."),
+    # the city's status of a sent report (the same words as the tracking page)
+    "status.new": _l("Received"),
+    "status.acknowledged": _l("Seen by the city"),
+    "status.in_progress": _l("Being fixed"),
+    "status.resolved": _l("Fixed"),
+    "status.rejected": _l("Not accepted"),
+    "status.duplicate": _l("Already reported"),
 }
 
 

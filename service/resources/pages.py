@@ -54,9 +54,30 @@ def asset_url(name: str) -> str:
     return url_for("static", filename=name, v=asset_version(name))
 
 
+TEMPLATES = STATIC.parent / "templates"
+CATALOGS = STATIC.parent / "service" / "translations"
+
+
+def _pages_source_hash() -> str:
+    """The templates and compiled catalogs the cached pages are made from (read once per worker)."""
+    versions = current_app.extensions.setdefault("civicmap.asset_versions", {})
+    if "_pages" not in versions or current_app.debug:
+        digest = hashlib.sha256()
+        for path in sorted([*TEMPLATES.rglob("*.html"), *CATALOGS.rglob("*.mo")]):
+            digest.update(path.name.encode() + path.read_bytes())
+        versions["_pages"] = digest.hexdigest()
+    return versions["_pages"]
+
+
 def shell_version() -> str:
-    """One hash over every shell asset: a new service worker (and new caches) whenever any of them changes."""
-    return hashlib.sha256("".join(asset_version(n) for n in SHELL_ASSETS).encode()).hexdigest()[:10]
+    """A hash of everything a cached page is made of: its assets, templates, translations and categories.
+
+    The service worker carries it, so when any of them changes phones get a
+    new worker, drop their old caches and fetch the page again.
+    """
+    categories = cached("form_categories", lambda: queries.form_categories(get_session()))
+    parts = [asset_version(n) for n in SHELL_ASSETS] + [_pages_source_hash(), repr([tuple(r) for r in categories])]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:10]
 
 
 @pages_blp.app_context_processor
@@ -258,4 +279,5 @@ def service_worker() -> Response:
     response = current_app.response_class(header + source, mimetype="text/javascript")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["Service-Worker-Allowed"] = "/"
-    return response
+    response.add_etag()  # the browser's update check on every visit is then a 304 with no body
+    return response.make_conditional(request)

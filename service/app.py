@@ -100,12 +100,16 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     from service.resources.layers import exports_blp, layers_blp, tiles_blp
     from service.resources.pages import pages_blp
     from service.resources.reports import blp as reports_blp
+    from service.resources.staff import staff_blp
     from service.resources.sync import blp as sync_blp
+    from service.staff_auth import init_staff_auth
 
     for blueprint in (reports_blp, categories_blp, areas_blp, photos_blp, sync_blp, layers_blp, tiles_blp,
                       exports_blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(pages_blp)
+    app.register_blueprint(staff_blp)
+    init_staff_auth(app)  # Flask-Login sessions and CSRF tokens, for the staff pages only
     limiter.init_app(app)
     _compress_pages(app)
     errors.init_app(app)  # after the Api, so our one error shape replaces flask-smorest's

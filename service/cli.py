@@ -4,6 +4,7 @@
     civicmap seed [--count N]      areas, categories and N synthetic reports
     civicmap rollup refresh        recount the low-zoom tile rollup now
     civicmap user add NAME --role  a staff or field-worker account, prints a token
+                                   (--password-stdin / --ask-password: for the /staff sign-in)
     civicmap token revoke PREFIX   stop a token working
     civicmap export --format F --out FILE   public reports as open data (the filters of /api/v1/exports)
     civicmap run [--port]          serve with gunicorn
@@ -31,6 +32,7 @@ from service.app import create_app
 from service.cli_sync import sync_group
 from service.models import USER_ROLES, ApiToken, User
 
+MIN_PASSWORD_LENGTH = 8
 EXPORT_FORMATS = ("geojson", "csv", "gpkg", "fgb", "shp.zip")  # geo.exports.FORMATS, without importing GDAL here
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -142,13 +144,25 @@ def user_group() -> None:
 @click.argument("username")
 @click.option("--role", type=click.Choice(USER_ROLES), required=True)
 @click.option("--name", "display_name", default="", help="display name")
-@click.option("--password", default=None, help="optional password (for the web sign-in)")
+@click.option("--password", default=None,
+              help="password for the staff sign-in (visible in the shell history; prefer the two below)")
+@click.option("--password-stdin", is_flag=True, help="read the staff sign-in password from the first line of stdin")
+@click.option("--ask-password", is_flag=True, help="prompt for the staff sign-in password (typed twice, not shown)")
 @with_appcontext
-def user_add(username: str, role: str, display_name: str, password: str | None) -> None:
-    """Create an account and print its API token (shown once)."""
+def user_add(username: str, role: str, display_name: str, password: str | None, password_stdin: bool,
+             ask_password: bool) -> None:
+    """Create an account and print its API token (shown once); optionally a password for /staff/login."""
     from service.auth import hash_password, hash_secret, new_secret
     from service.db import get_session
 
+    if sum((password is not None, password_stdin, ask_password)) > 1:
+        raise click.UsageError("give at most one of --password, --password-stdin and --ask-password")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif ask_password:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise click.BadParameter(f"use at least {MIN_PASSWORD_LENGTH} characters", param_hint="password")
     session = get_session()
     if session.scalar(select(User).where(User.username == username)) is not None:
         raise click.ClickException(f"user {username!r} exists already")

@@ -496,3 +496,80 @@ def revoke_api_token(db: Executor, token_hash: str) -> bool:
 def revoke_device(db: Executor, device_id: int) -> bool:
     return bool(db.execute(text("UPDATE devices SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
                            {"id": device_id}).rowcount)
+
+
+# --- staff pages (triage) ----------------------------------------------------------------------------------------
+
+def _staff_select(extra_columns: str) -> str:
+    """The public report select with staff-only columns in front (hidden reports are the caller's choice)."""
+    head, rest = _PUBLIC_REPORT_SELECT.split("SELECT", 1)
+    return f"{head}SELECT {extra_columns},{rest}"
+
+
+def staff_report_list(db: Executor, filters: ReportFilters, *, reference_text: str = "", limit: int = 50,
+                      after: tuple[datetime, uuid.UUID] | None = None) -> Sequence[Row[Any]]:
+    """The triage queue: newest first, keyset-paginated on (received_at, id), hidden reports included.
+
+    ``reference_text`` matches anywhere in the reference (``PP-7K`` or ``7K3``).
+    No contact columns: the list is read on a shared screen.
+    """
+    params: dict[str, Any] = {"limit": limit}
+    clauses = [c for c in filter_sql(filters, params) if c != "NOT r.hidden"]  # staff see hidden reports too
+    if reference_text:
+        escaped = reference_text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("r.reference ILIKE :reference_pattern ESCAPE '\\'")
+        params["reference_pattern"] = f"%{escaped}%"
+    if after is not None:
+        clauses.append("(r.received_at, r.id) < (:after_at, :after_id)")
+        params["after_at"], params["after_id"] = after
+    where = " AND ".join(clauses) or "TRUE"
+    sql = f"{_staff_select('r.hidden')} WHERE {where} ORDER BY r.received_at DESC, r.id DESC LIMIT :limit"
+    return db.execute(text(sql), params).all()
+
+
+def staff_report(db: Executor, reference: str) -> Row[Any] | None:
+    """Everything staff see of one report, hidden or not, including the reporter's contact details."""
+    columns = ("r.hidden, r.contact_name, r.contact_phone, r.contact_email, r.contact_consent, r.acknowledged_at, "
+               "r.closed_at, r.observed_at_device, r.clock_offset_s, r.device_id, "
+               "(SELECT u.username FROM users u WHERE u.id = r.created_by) AS created_by_username")
+    return db.execute(text(f"{_staff_select(columns)} WHERE r.reference = :reference"),
+                      {"reference": reference}).first()
+
+
+def staff_report_history(db: Executor, report_id: uuid.UUID) -> Sequence[Row[Any]]:
+    """A report's history with who did each step (the public history says only "city staff")."""
+    return db.execute(
+        text("SELECT e.at, e.old_status, e.new_status, e.note, e.actor_role, u.username AS actor_username "
+             "FROM report_events e LEFT JOIN users u ON u.id = e.actor_id WHERE e.report_id = :id ORDER BY e.id"),
+        {"id": report_id},
+    ).all()
+
+
+def nearby_reports(db: Executor, *, lon: float, lat: float, exclude_id: uuid.UUID | None, radius_m: float = 500,
+                   limit: int = 20) -> Sequence[Row[Any]]:
+    """Every report within ``radius_m`` geodesic metres, any status, hidden too (for staff), nearest first.
+
+    Same index and distance as ``duplicate_candidates``, without its category and status rules.
+    """
+    return db.execute(text("""
+        SELECT r.id, r.reference, r.category_code, c.label_en AS category_label_en, c.label_km AS category_label_km,
+               r.status, r.hidden, r.received_at, round(d.metres)::int AS distance_m
+        FROM reports r
+        JOIN categories c ON c.code = r.category_code
+        CROSS JOIN LATERAL (SELECT ST_Distance(r.location::geography,
+                                               ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography) AS metres) d
+        WHERE ST_DWithin(r.location::geography, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :radius)
+          AND r.id IS DISTINCT FROM :exclude_id
+        ORDER BY d.metres, r.received_at, r.id
+        LIMIT :limit"""),
+        {"lon": lon, "lat": lat, "radius": radius_m, "exclude_id": exclude_id, "limit": limit}).all()
+
+
+def set_report_hidden(db: Executor, report_id: uuid.UUID, hidden: bool) -> None:
+    """Hide a report from every public view (abuse); the caller records why and bumps the version."""
+    db.execute(text("UPDATE reports SET hidden = :hidden WHERE id = :id"), {"id": report_id, "hidden": hidden})
+
+
+def stored_photo(db: Executor, sha256: str) -> Row[Any] | None:
+    """A stored photo's bytes whatever report it belongs to (the staff pages show hidden reports' photos)."""
+    return db.execute(text("SELECT content, mime FROM photos WHERE sha256 = :sha"), {"sha": sha256}).first()

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_live_server import _live_device
 
 pytestmark = pytest.mark.browser
@@ -33,14 +32,6 @@ PHNOM_PENH = {"latitude": 11.5639, "longitude": 104.9310}
 TILES = re.compile(r"^https://tile\.openstreetmap\.org/\d+/\d+/\d+\.png$")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 WAIT = 20_000  # ms: generous for a loaded CI machine; every wait ends as soon as its condition holds
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,12 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from service.config import Config
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -268,3 +271,12 @@ def _too_many_pixels(width: int | None = None, height: int | None = None, max_pi
     else:
         message = "The photo has too many pixels."
     return PhotoRejected("photo.too_many_pixels", message, 413)
+
+
+def sanitise_upload(upload: BinaryIO, config: Config) -> StoredPhoto:
+    """An uploaded file as the server keeps it, within the configured limits.
+
+    Reads at most one byte more than ``MAX_PHOTO_BYTES``: enough to know it is too large.
+    """
+    return sanitise_photo(upload.read(config.max_photo_bytes + 1), max_bytes=config.max_photo_bytes,
+                          max_pixels=config.max_photo_pixels, max_edge=config.photo_max_edge)

@@ -16,16 +16,30 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import get_locale
 from flask_babel import gettext as _
+from marshmallow import ValidationError
 
 from service import queries
 from service.db import get_session
 from service.errors import ApiError
-from service.intake import attach_photo, create_report, find_report, parse_id_or_reference
+from service.intake import (
+    attach_photo,
+    create_report,
+    find_report,
+    parse_id_or_reference,
+)
 from service.messages import translated
-from service.photos import PhotoRejected, StoredPhoto, sanitise_photo
+from service.photos import PhotoRejected, StoredPhoto, sanitise_upload
 from service.report_form import MAX_FORM_PHOTOS, PickedArea, read_report_form
 from service.schemas import ReportCreateSchema
 from service.ui_strings import browser_strings
@@ -107,7 +121,8 @@ def _html(body: str, status: int = 200) -> Response:
 
 # --- what the form shows ------------------------------------------------------------------------------------------
 
-def _label(row: Any, field: str = "label") -> str:
+def localised(row: Any, field: str = "label") -> str:
+    """``<field>_km`` for Khmer readers when there is one, else ``<field>_en`` (staff pages use it too)."""
     km = getattr(row, f"{field}_km")
     return km if str(get_locale()) == "km" and km else getattr(row, f"{field}_en")
 
@@ -118,11 +133,11 @@ def category_groups() -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row.parent_code is None:
-            groups[row.code] = {"code": row.code, "label": _label(row), "icon": row.icon or row.code,
+            groups[row.code] = {"code": row.code, "label": localised(row), "icon": row.icon or row.code,
                                 "subtypes": []}
     for row in rows:
         if row.parent_code in groups:
-            groups[row.parent_code]["subtypes"].append({"code": row.code, "label": _label(row)})
+            groups[row.parent_code]["subtypes"].append({"code": row.code, "label": localised(row)})
     return [g for g in groups.values() if g["subtypes"]]
 
 
@@ -142,7 +157,7 @@ def area_choices() -> list[dict[str, Any]]:
         by_parent.setdefault(row.parent_id, []).append(row)
 
     def name(row: Any) -> str:
-        return _label(row, "name")
+        return localised(row, "name")
 
     return [{"name": name(city), "khans": [
         {"name": name(khan), "sangkats": [
@@ -177,8 +192,7 @@ def _form_photos(cfg: Any, errors: dict[str, str]) -> list[StoredPhoto]:
     photos = []
     for upload in uploads:
         try:
-            photos.append(sanitise_photo(upload.read(cfg.max_photo_bytes + 1), max_bytes=cfg.max_photo_bytes,
-                                         max_pixels=cfg.max_photo_pixels, max_edge=cfg.photo_max_edge))
+            photos.append(sanitise_upload(upload, cfg))
         except PhotoRejected as exc:
             errors["photo"] = translated(exc.error, exc.message)
             return []
@@ -203,12 +217,13 @@ def report_submit() -> Response:
     photos = _form_photos(cfg, errors)
     values = {k: v for k, v in request.form.items() if k not in ("lon", "lat", "accuracy_m")}
     if not errors:
-        problems = ReportCreateSchema().validate(payload)
-        for field in problems:  # what the form checks did not catch, still next to its field
-            errors["location" if field in ("location", "accuracy_m") else field] = _("Please check this.")
+        try:
+            payload = ReportCreateSchema().load(payload)
+        except ValidationError as exc:  # what the form checks did not catch, still next to its field
+            for field in exc.messages:
+                errors["location" if field in ("location", "accuracy_m") else str(field)] = _("Please check this.")
     if errors:
         return _render_form("report.html", values=values, errors=errors, status=422)
-    payload = ReportCreateSchema().load(payload)
     session = get_session()
     now = datetime.now(timezone.utc)
     try:
@@ -258,7 +273,7 @@ def track(reference: str) -> Response:
     events = [{"at": e.at, "status": e.new_status, "old_status": e.old_status, "note": e.note,
                "who": _who(e.actor_role)} for e in queries.report_history(session, row.id)]
     return _html(render_template("track.html", report=row, events=events, sent=request.args.get("sent") == "1",
-                                 category=_label(row, "category_label")))
+                                 category=localised(row, "category_label")))
 
 
 # --- field-worker mode and the service worker ---------------------------------------------------------------------

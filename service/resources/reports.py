@@ -19,7 +19,7 @@ from service.db import get_session
 from service.errors import ApiError
 from service.messages import translated
 from service.intake import attach_photo, change_status, create_report, find_report, parse_id_or_reference
-from service.photos import PhotoRejected, sanitise_photo
+from service.photos import PhotoRejected, sanitise_upload
 from service.resources.filters import decode_cursor, encode_cursor, report_filters
 from service.schemas import (
     PhotoStoredSchema,
@@ -211,10 +211,8 @@ class ReportPhotos(MethodView):
         cfg = current_app.config["CIVICMAP"]
         stored = []
         for upload in files:
-            data = upload.read(cfg.max_photo_bytes + 1)
             try:
-                photo = sanitise_photo(data, max_bytes=cfg.max_photo_bytes, max_pixels=cfg.max_photo_pixels,
-                                       max_edge=cfg.photo_max_edge)
+                photo = sanitise_upload(upload, cfg)
             except PhotoRejected as exc:
                 message = translated(exc.error, exc.message)
                 raise ApiError(exc.error, message, exc.status, errors={"photo": [message]}) from exc

@@ -20,7 +20,15 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask import session as cookie_session
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -34,12 +42,19 @@ from service.errors import ApiError
 from service.intake import add_note, attach_photo, change_status, find_report
 from service.messages import translated
 from service.models import OPEN_STATUSES, REPORT_STATUSES
-from service.photos import PhotoRejected, StoredPhoto, sanitise_photo
+from service.photos import PhotoRejected, StoredPhoto, sanitise_upload
 from service.ratelimit import limiter
 from service.references import normalise_reference
 from service.resources.filters import decode_cursor, encode_cursor
-from service.resources.pages import LANG_COOKIE, category_groups
-from service.staff_auth import READER_ROLES, TRIAGE_ROLES, authenticate, csrf, require_staff_role, signed_in
+from service.resources.pages import LANG_COOKIE, category_groups, localised
+from service.staff_auth import (
+    READER_ROLES,
+    TRIAGE_ROLES,
+    authenticate,
+    csrf,
+    require_staff_role,
+    signed_in,
+)
 from service.worker_cache import cached
 
 log = logging.getLogger(__name__)
@@ -198,11 +213,6 @@ def logout() -> Response:
 
 # --- the queue --------------------------------------------------------------------------------------------------
 
-def _name(row: Any, field: str) -> str:
-    km = getattr(row, f"{field}_km", None)
-    return km if str(get_locale()) == "km" and km else getattr(row, f"{field}_en")
-
-
 def _area_options() -> list[dict[str, Any]]:
     """Cities, their khans and sangkats in tree order, for the area filter."""
     rows = cached("area_picker", lambda: list(queries.area_picker(get_session())), seconds=300)
@@ -212,8 +222,8 @@ def _area_options() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def walk(parent: int | None, depth: int) -> None:
-        for row in sorted(children.get(parent, []), key=lambda r: _name(r, "name")):
-            out.append({"code": row.code, "label": "\u2003" * depth + _name(row, "name")})
+        for row in sorted(children.get(parent, []), key=lambda r: localised(r, "name")):
+            out.append({"code": row.code, "label": "\u2003" * depth + localised(row, "name")})
             walk(row.id, depth + 1)
 
     walk(None, 0)
@@ -256,7 +266,7 @@ def reports() -> Response:
     if len(rows) > PAGE_SIZE:
         last = shown[-1]
         next_url = url_for("staff.reports", **kept, cursor=encode_cursor(last.received_at, last.id))
-    items = [{"row": r, "category": _name(r, "category_label"), "area": _area_text(r)} for r in shown]
+    items = [{"row": r, "category": localised(r, "category_label"), "area": _area_text(r)} for r in shown]
     return _page("staff/reports.html", items=items, groups=groups, areas=_area_options(), status=status,
                  category=category, area_code=area.code if area else area_code, q=text, problem=problem,
                  next_url=next_url, first_url=url_for("staff.reports", **kept) if cursor else None,
@@ -264,8 +274,8 @@ def reports() -> Response:
 
 
 def _area_text(row: Any) -> str:
-    parts = [_name(row, f"{level}_name") for level in ("district", "commune") if getattr(row, f"{level}_code")]
-    return ", ".join(parts) or _name(row, "city_name")
+    parts = [localised(row, f"{level}_name") for level in ("district", "commune") if getattr(row, f"{level}_code")]
+    return ", ".join(parts) or localised(row, "city_name")
 
 
 # --- one report -------------------------------------------------------------------------------------------------
@@ -279,12 +289,12 @@ def _detail(reference: str, *, status: int = 200, error: str | None = None, fail
     now = datetime.now(timezone.utc)
     duplicates = queries.duplicate_candidates(session, category_code=row.category_code, lon=row.lon, lat=row.lat,
                                               exclude_id=row.id, now=now)
-    nearby = [{"row": n, "category": _name(n, "category_label")}
+    nearby = [{"row": n, "category": localised(n, "category_label")}
               for n in queries.nearby_reports(session, lon=row.lon, lat=row.lat, exclude_id=row.id,
                                               radius_m=NEARBY_RADIUS_M)]
     history = queries.staff_report_history(session, row.id)
     photo_endpoint = "staff.photo" if row.hidden else "photos.photo"  # the public address serves visible ones only
-    return _page("staff/report.html", status, report=row, category=_name(row, "category_label"),
+    return _page("staff/report.html", status, report=row, category=localised(row, "category_label"),
                  area=_area_text(row), history=history, duplicates=duplicates, nearby=nearby,
                  nearby_radius=NEARBY_RADIUS_M, photo_endpoint=photo_endpoint, error=error, failed=failed,
                  values=values or {}, done=request.args.get("done") in ACTIONS, open_statuses=OPEN_STATUSES)
@@ -324,9 +334,7 @@ def _after_photo() -> StoredPhoto | None:
     upload = request.files.get("photo")
     if upload is None or not upload.filename:
         return None
-    cfg = current_app.config["CIVICMAP"]
-    return sanitise_photo(upload.read(cfg.max_photo_bytes + 1), max_bytes=cfg.max_photo_bytes,
-                          max_pixels=cfg.max_photo_pixels, max_edge=cfg.photo_max_edge)
+    return sanitise_upload(upload, current_app.config["CIVICMAP"])
 
 
 def _missing_input(action: str, note: str, duplicate_of: str) -> str | None:

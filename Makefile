@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PORT ?= 5000
 
-.PHONY: run test install system-deps system-deps-run db bench-intake bench-seed bench-layers bench-export bench-page-weight clean
+.PHONY: run test install system-deps system-deps-run db bench-intake bench-seed bench-layers bench-export bench-dashboard bench-page-weight clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-layers: system-deps-run install
 
 bench-export: system-deps-run install
 	$(LAYERS_BENCH_DB) && $(BIN)/python bench/export.py $(BENCH_ARGS)
+
+# The staff dashboard on the same 1,000,000 reports: page p50/p95 against the bare rollup reads.
+bench-dashboard: system-deps-run install
+	$(LAYERS_BENCH_DB) && $(BIN)/python bench/dashboard.py $(BENCH_ARGS)
 
 # The phone form in real Chromium: bytes on the wire and Regular 2G timings (its own small database).
 bench-page-weight: system-deps install

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if reports < 10_000:
             raise common.BenchError(f"only {reports:,} reports: seed first (civicmap seed --count 1000000)")
         refresh_s, _ = timed(lambda: conn.execute("REFRESH MATERIALIZED VIEW report_tile_cells"))
-        conn.execute("UPDATE rollup_state SET refreshed_at = now()")
+        conn.execute("UPDATE rollup_state SET refreshed_at = now() WHERE name = 'report_tile_cells'")
         facts = {**common.machine_facts(), **common.server_facts(libpq_url)}
         print(f"bench/layers.py: {reports:,} public reports; {common.describe(facts)}")
         print(f"tile rollup refreshed in {refresh_s:.2f} s")

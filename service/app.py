@@ -67,7 +67,7 @@ def _compress_pages(app: Flask) -> None:
 
     @app.after_request
     def _compress(response: Any) -> Any:
-        if request.blueprint != "pages" and request.endpoint != "static":
+        if request.blueprint not in ("pages", "maps") and request.endpoint not in ("static", "staff.planner_map"):
             return response
         if request.endpoint == "static" and response.direct_passthrough and response.status_code == 200:
             source = response.response
@@ -97,7 +97,9 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
     api = CivicmapApi(app, spec_kwargs={"info": {"description": "Crowdsourced urban-issue reports for Cambodian cities."}})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     from service.resources.catalog import areas_blp, categories_blp, photos_blp
+    from service.resources.dashboard import dashboard_blp  # also adds the dashboard's routes to staff_blp
     from service.resources.layers import exports_blp, layers_blp, tiles_blp
+    from service.resources.maps import maps_blp  # also adds the staff map's routes to staff_blp
     from service.resources.pages import pages_blp
     from service.resources.reports import blp as reports_blp
     from service.resources.staff import staff_blp
@@ -108,6 +110,8 @@ def create_app(config: Config | None = None, engine: Engine | None = None, **ove
                       exports_blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(pages_blp)
+    app.register_blueprint(maps_blp)
+    app.register_blueprint(dashboard_blp)  # /dashboard → /staff/dashboard
     app.register_blueprint(staff_blp)
     init_staff_auth(app)  # Flask-Login sessions and CSRF tokens, for the staff pages only
     limiter.init_app(app)

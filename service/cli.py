@@ -2,11 +2,12 @@
 
     civicmap db upgrade            create or migrate the schema (Alembic)
     civicmap seed [--count N]      areas, categories and N synthetic reports
-    civicmap rollup refresh        recount the low-zoom tile rollup now
+    civicmap rollup refresh        recount the low-zoom tile rollup and the dashboard's figures now
     civicmap user add NAME --role  a staff or field-worker account, prints a token
                                    (--password-stdin / --ask-password: for the /staff sign-in)
     civicmap token revoke PREFIX   stop a token working
     civicmap export --format F --out FILE   public reports as open data (the filters of /api/v1/exports)
+    civicmap map --out map.html    the planner map with its data inlined, for a meeting without internet
     civicmap run [--port]          serve with gunicorn
 """
 
@@ -29,6 +30,7 @@ from sqlalchemy.engine import Engine
 
 from service import db, queries
 from service.app import create_app
+from service.cli_map import map_command
 from service.cli_sync import sync_group
 from service.models import USER_ROLES, ApiToken, User
 
@@ -59,6 +61,7 @@ def main() -> None:
 
 
 main.add_command(sync_group)
+main.add_command(map_command)
 
 
 @main.group("db")
@@ -120,18 +123,20 @@ def _refresh_rollup(engine: Engine) -> None:
 
     with engine.begin() as conn:
         took = rollup.refresh(conn)
-    click.echo(f"tile rollup refreshed in {took:.1f} s")
+    dashboard = sum(seconds for name, seconds in took.items() if name != rollup.TILE_ROLLUP)
+    click.echo(f"tile rollup refreshed in {took[rollup.TILE_ROLLUP]:.1f} s; "
+               f"dashboard rollups refreshed in {dashboard:.1f} s")
 
 
 @main.group("rollup")
 def rollup_group() -> None:
-    """Precomputed counts behind the low-zoom map tiles."""
+    """Precomputed counts behind the low-zoom map tiles and the staff dashboard."""
 
 
 @rollup_group.command("refresh")
 @with_appcontext
 def rollup_refresh_command() -> None:
-    """Recount the tile rollup now (the server also does it when older than ROLLUP_MAX_AGE_SECONDS)."""
+    """Recount the tile and dashboard rollups now (the server also does it when older than ROLLUP_MAX_AGE_SECONDS)."""
     _refresh_rollup(db.get_engine())
 
 

@@ -32,7 +32,9 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("SYNC_RATE_LIMIT", "120/minute", "requests each device may make to /api/v1/sync; more gets 429 with Retry-After"),
     ("RESIDENT_SYNC_RATE_LIMIT", "600/minute", "requests each client address may make to /api/v1/sync without a device token (residents' phones; many share one address behind carrier NAT)"),
     ("RATELIMIT_STORAGE_URI", "memory://", "where rate-limit counts live (memory:// is per gunicorn worker; redis://… shares them)"),
-    ("ROLLUP_MAX_AGE_SECONDS", "300", "low-zoom tiles count from a rollup refreshed in the background when older than this; 0 counts live"),
+    ("ROLLUP_MAX_AGE_SECONDS", "300", "low-zoom tiles and the staff dashboard read rollups recounted in the background when older than this; 0: tiles count live and the dashboard is recounted only by `civicmap rollup refresh`"),
+    ("MAP_TILES_URL", "https://tile.openstreetmap.org/{z}/{x}/{y}.png", "base map tiles of the planner map and the phone form's map (`{z}/{x}/{y}`, `{s}` for subdomains); empty: no base map"),
+    ("MAP_TILES_ATTRIBUTION", '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors', "the base tiles' credit shown on the map (HTML)"),
     ("LOG_LEVEL", "INFO", "Python logging level"),
 ]
 
@@ -72,6 +74,8 @@ class Config:
     resident_sync_rate_limit: str
     ratelimit_storage_uri: str
     rollup_max_age_seconds: int
+    map_tiles_url: str
+    map_tiles_attribution: str
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -94,6 +98,8 @@ class Config:
             resident_sync_rate_limit=_env("RESIDENT_SYNC_RATE_LIMIT"),
             ratelimit_storage_uri=_env("RATELIMIT_STORAGE_URI"),
             rollup_max_age_seconds=int(_env("ROLLUP_MAX_AGE_SECONDS")),
+            map_tiles_url=_env("MAP_TILES_URL"),
+            map_tiles_attribution=_env("MAP_TILES_ATTRIBUTION"),
         )
         config.check()
         return config

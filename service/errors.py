@@ -72,7 +72,7 @@ def error_response(status: int, error: str, message: str, errors: dict[str, Any]
                    headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Response:
     body = error_body(status, error, message, errors)
     body.update(extra or {})
-    if has_request_context() and request.blueprint == "pages":
+    if has_request_context() and request.blueprint in ("pages", "maps"):
         # People, not programs, read the phone pages: the same error as a page in their language.
         response = current_app.response_class(render_template("error.html", error=body), status=status,
                                               mimetype="text/html")

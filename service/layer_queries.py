@@ -53,12 +53,16 @@ LAYER_COLUMNS = ("id", "reference", "category_code", "status", "observed_at", "r
                  "district_code", "commune_code", "photos")
 
 
-def layer_statement(filters: ReportFilters, limit: int,
-                    after: tuple[datetime, uuid.UUID] | None = None) -> tuple[str, dict[str, Any]]:
+#: What the staff map adds to a layer row (after ``LAYER_COLUMNS``).
+STAFF_LAYER_COLUMNS = ("r.hidden", "r.source")
+
+
+def layer_statement(filters: ReportFilters, limit: int, after: tuple[datetime, uuid.UUID] | None = None,
+                    extra_columns: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
     """Newest first, keyset-paginated; area names are joined in Python from a 116-row table.
 
     The id comes as text: building 10,000 ``uuid.UUID`` objects only to print them again costs
-    more than the rest of the feature.
+    more than the rest of the feature. ``extra_columns`` (``STAFF_LAYER_COLUMNS``) come last.
     """
     params: dict[str, Any] = {"limit": limit}
     clauses = filter_sql(filters, params)
@@ -69,7 +73,7 @@ def layer_statement(filters: ReportFilters, limit: int,
         SELECT r.id::text, r.reference, r.category_code, r.status, r.observed_at, r.received_at,
                ST_X(r.location), ST_Y(r.location), r.district_id, r.commune_id,
                (SELECT array_agg(rp.photo_sha256 ORDER BY rp.added_at, rp.photo_sha256)
-                FROM report_photos rp WHERE rp.report_id = r.id)
+                FROM report_photos rp WHERE rp.report_id = r.id){''.join(', ' + c for c in extra_columns)}
         FROM reports r
         WHERE {' AND '.join(clauses)}
         ORDER BY r.received_at DESC, r.id DESC

@@ -42,6 +42,7 @@ __all__ = [
     "StoredPhoto",
     "sanitise_photo",
     "sha256_hex",
+    "thumbnail",
 ]
 
 #: Pillow format names accepted on upload; anything else is not an image to us.
@@ -280,3 +281,18 @@ def sanitise_upload(upload: BinaryIO, config: Config) -> StoredPhoto:
     """
     return sanitise_photo(upload.read(config.max_photo_bytes + 1), max_bytes=config.max_photo_bytes,
                           max_pixels=config.max_photo_pixels, max_edge=config.photo_max_edge)
+
+
+#: The long edge of a thumbnail (map popups): twice a 120 px popup image, for sharp phone screens.
+THUMBNAIL_EDGE: Final[int] = 240
+
+
+def thumbnail(stored_jpeg: bytes, edge: int = THUMBNAIL_EDGE) -> bytes:
+    """A small JPEG of an already sanitised stored photo (decoded at 1/2…1/8 scale, so it is cheap)."""
+    with Image.open(io.BytesIO(stored_jpeg), formats=("JPEG",)) as img:
+        img.draft("RGB", (edge, edge))
+        img.thumbnail((edge, edge), Image.Resampling.LANCZOS)
+        img.info = {}
+        out = io.BytesIO()
+        img.save(out, format="JPEG", quality=78, optimize=True)
+        return out.getvalue()

@@ -158,11 +158,12 @@ class ReportFilters:
     area: AreaRef | None = None
     since: datetime | None = None
     until: datetime | None = None
+    include_hidden: bool = False  # staff views only; every public path leaves it False
 
 
 def filter_sql(filters: ReportFilters, params: dict[str, Any]) -> list[str]:
-    """WHERE clauses (joined with AND by the caller) for ``filters``; hidden reports never match."""
-    clauses = ["NOT r.hidden"]
+    """WHERE clauses (joined with AND by the caller) for ``filters``; hidden reports match only for staff."""
+    clauses = ["TRUE" if filters.include_hidden else "NOT r.hidden"]
     if filters.bbox is not None:
         clauses.append("r.location && ST_MakeEnvelope(:min_lon, :min_lat, :max_lon, :max_lat, 4326)")
         params.update(zip(("min_lon", "min_lat", "max_lon", "max_lat"), filters.bbox))

@@ -11,6 +11,8 @@ a bijection, so references never collide and never need a retry. Past 32⁵
 
 from __future__ import annotations
 
+import re
+
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _SHORT = 32**5
 _LONG = 32**7
@@ -41,7 +43,9 @@ def reference_for(city_code: str, sequence_number: int) -> str:
 
 def normalise_reference(text: str) -> str:
     """Accept what people type: any case, spaces, and the look-alikes O→0, I/L→1."""
-    cleaned = text.strip().upper().replace(" ", "")
+    cleaned = text.strip().upper()
+    # "PP 58QT9": a space where the dash goes (the city prefix is letters only).
+    cleaned = re.sub(r"^([A-Z]{2,4})\s+(?=[0-9A-Z])", r"\1-", cleaned).replace(" ", "")
     if "-" not in cleaned:
         return cleaned
     prefix, _, body = cleaned.partition("-")

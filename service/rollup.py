@@ -1,10 +1,12 @@
-"""Keeping the tile rollup (``report_tile_cells``, migration 0004) fresh.
+"""Keeping the rollups fresh: the tile rollup (``report_tile_cells``, migration 0004) and the dashboard's
+(``report_weekly_stats`` and ``report_sla_stats``, migration 0007).
 
-The rollup is refreshed ``CONCURRENTLY`` so tiles keep being served from the
-old counts while the new ones are built. ``refresh`` does it now (the CLI and
-``civicmap seed``); ``refresh_in_background_if_stale`` is what a tile request
-calls: when the rollup is older than the configured age, one daemon thread
-refreshes it, and a PostgreSQL advisory lock makes sure only one process of
+They are refreshed ``CONCURRENTLY``, so tiles and the dashboard keep being
+served from the old counts while the new ones are built, and all together,
+so they agree. ``refresh`` does it now (the CLI and ``civicmap seed``);
+``refresh_in_background_if_stale`` is what a tile or dashboard request calls:
+when the oldest rollup is older than the configured age, one daemon thread
+refreshes them, and a PostgreSQL advisory lock makes sure only one process of
 all the gunicorn workers does.
 """
 
@@ -16,24 +18,27 @@ import time
 
 from sqlalchemy.engine import Connection, Engine
 
-from service import layer_queries, queries
+from service import layer_queries, queries, stats_queries
 
 log = logging.getLogger(__name__)
 ROLLUP_LOCK_KEY = 7243002
+TILE_ROLLUP = "report_tile_cells"
 _running = threading.Lock()
 _last_started = 0.0
 
 
-def refresh(conn: Connection) -> float:
-    """Refresh the tile rollup in ``conn``'s transaction; returns the seconds it took."""
+def refresh(conn: Connection) -> dict[str, float]:
+    """Refresh every rollup in ``conn``'s transaction; returns the seconds each took, by name."""
     started = time.perf_counter()
     layer_queries.refresh_tile_rollup(conn)
-    return time.perf_counter() - started
+    took = {TILE_ROLLUP: time.perf_counter() - started}
+    took.update(stats_queries.refresh_dashboard_rollups(conn))
+    return took
 
 
 def age_seconds(conn: Connection) -> float:
-    """How long ago the rollup was last refreshed."""
-    return layer_queries.tile_rollup_age(conn)
+    """How long ago the least recently refreshed rollup was refreshed."""
+    return stats_queries.oldest_rollup_age(conn)
 
 
 def _refresh_once(engine: Engine) -> None:
@@ -42,15 +47,16 @@ def _refresh_once(engine: Engine) -> None:
             if not queries.try_advisory_xact_lock(conn, ROLLUP_LOCK_KEY):
                 return  # another worker is at it
             took = refresh(conn)
-        log.info("tile rollup refreshed in %.2f s", took)
+        log.info("rollups refreshed in %.2f s (%s)", sum(took.values()),
+                 ", ".join(f"{name} {seconds:.2f} s" for name, seconds in took.items()))
     except Exception:  # a failed refresh must not take the worker down; the old counts stay
-        log.exception("tile rollup refresh failed")
+        log.exception("rollup refresh failed")
     finally:
         _running.release()
 
 
 def refresh_in_background_if_stale(engine: Engine, age: float, max_age: float) -> bool:
-    """Start a refresh thread when the rollup is older than ``max_age`` (and none is running here)."""
+    """Start a refresh thread when the rollups are older than ``max_age`` (and none is running here)."""
     global _last_started
     if age < max_age or time.monotonic() - _last_started < max_age:
         return False

@@ -82,3 +82,15 @@ BROWSER_STRINGS = {
 def browser_strings() -> dict[str, str]:
     """The catalog for the page's scripts, in the request's language."""
     return {key: str(message) for key, message in BROWSER_STRINGS.items()}
+
+
+def status_labels() -> dict[str, object]:
+    """The residents' words for each status (as ``templates/_status.html`` says them), for the map's popups."""
+    return {
+        "new": _l("Received"),
+        "acknowledged": _l("Seen by the city"),
+        "in_progress": _l("Being fixed"),
+        "resolved": _l("Fixed"),
+        "rejected": _l("Not accepted"),
+        "duplicate": _l("Already reported"),
+    }

@@ -15,6 +15,7 @@ from service import queries
 from service.db import get_session
 from service.errors import ApiError
 from service.models import Category, Photo, Report, ReportPhoto
+from service.photos import thumbnail
 from service.schemas import AreasQuerySchema, CategorySchema
 
 categories_blp = Blueprint("categories", __name__, url_prefix="/api/v1", description="Report categories")
@@ -55,7 +56,10 @@ class Areas(MethodView):
 class PhotoBySha(MethodView):
     @photos_blp.response(200, description="The sanitised JPEG")
     def get(self, sha256: str) -> Response:
-        """A stored photo by the sha256 of its bytes (only photos of visible reports)"""
+        """A stored photo by the sha256 of its bytes (only photos of visible reports)
+
+        ``?size=thumb`` gives a 240-pixel JPEG for map popups.
+        """
         if not SHA256_RE.match(sha256):
             raise ApiError("photo.bad_hash", _("A photo address is 64 lowercase hex characters."), 404)
         session = get_session()
@@ -64,10 +68,12 @@ class PhotoBySha(MethodView):
         photo = session.execute(select(Photo.content, Photo.mime).where(Photo.sha256 == sha256, visible)).first()
         if photo is None:
             raise ApiError("photo.not_found", _("There is no photo with this hash."), 404)
-        etag = f'"{sha256}"'
+        small = request.args.get("size") == "thumb"
+        etag = f'"{sha256}-thumb"' if small else f'"{sha256}"'
         if request.headers.get("If-None-Match") == etag:
             return current_app.response_class(status=304, headers={"ETag": etag})
-        response = current_app.response_class(photo.content, mimetype=photo.mime)
+        content = thumbnail(photo.content) if small else photo.content
+        response = current_app.response_class(content, mimetype=photo.mime)
         response.headers["ETag"] = etag
         response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
         return response

@@ -121,6 +121,25 @@ def _next_href(cursor: str) -> str:
     return url_for("layers.report_layer", _external=False, **args)
 
 
+def layer_feature(row: tuple[Any, ...], names: dict[int, tuple[str, str, str, str]],
+                  photo_base: str) -> dict[str, Any]:
+    """A GeoJSON feature from a row of ``layer_queries.layer_statement`` (the staff map adds its columns)."""
+    rid, ref, cat, status, observed, received, lon, lat, district, commune, photos = row[:11]
+    khan = names.get(district)
+    sangkat = names.get(commune)
+    return {
+        "type": "Feature", "id": rid,
+        "geometry": {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]},
+        "properties": {
+            "reference": ref, "category": cat, "status": status, "observed_at": observed, "received_at": received,
+            "khan": khan[2] if khan else None, "khan_km": khan[3] if khan else None,
+            "sangkat": sangkat[2] if sangkat else None, "sangkat_km": sangkat[3] if sangkat else None,
+            "photo_count": len(photos) if photos else 0,
+            "photos": [photo_base + sha for sha in photos] if photos else [],
+        },
+    }
+
+
 @layers_blp.route("/reports", endpoint="report_layer")
 @layers_blp.arguments(LayerQuerySchema, location="query")
 @layers_blp.doc(responses={"200": {"description": "GeoJSON FeatureCollection (RFC 7946) of public reports",
@@ -140,21 +159,7 @@ def report_layer(args: dict[str, Any]) -> Response:
     rows = rows[:limit]
     names = cached("area_names", lambda: lq.area_names(session))
     photo_base = url_for("photos.photo", sha256="x")[:-1]
-    features = []
-    for rid, ref, cat, status, observed, received, lon, lat, district, commune, photos in rows:
-        khan = names.get(district)
-        sangkat = names.get(commune)
-        features.append({
-            "type": "Feature", "id": rid,
-            "geometry": {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]},
-            "properties": {
-                "reference": ref, "category": cat, "status": status, "observed_at": observed, "received_at": received,
-                "khan": khan[2] if khan else None, "khan_km": khan[3] if khan else None,
-                "sangkat": sangkat[2] if sangkat else None, "sangkat_km": sangkat[3] if sangkat else None,
-                "photo_count": len(photos) if photos else 0,
-                "photos": [photo_base + sha for sha in photos] if photos else [],
-            },
-        })
+    features = [layer_feature(row, names, photo_base) for row in rows]
     if after is None and not more:
         matched, estimated = len(features), False
     else:
@@ -244,19 +249,8 @@ def _days(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-@layers_blp.route("/areas", endpoint="area_stats")
-@layers_blp.arguments(AreaStatsQuerySchema, location="query")
-@layers_blp.doc(responses={"200": {"description": "GeoJSON FeatureCollection of khans or sangkats with statistics",
-                                   "content": {"application/geo+json": {}}}})
-def area_stats(args: dict[str, Any]) -> Response:
-    """Per khan or sangkat: counts by category and status, open reports, median days to acknowledge and resolve
-
-    The choropleth input: one feature per area of the level, with its outline
-    (``geometry=false`` leaves the outlines out).
-    """
-    session = get_session()
-    filters = report_filters(args)
-    level = args["level"]
+def area_stats_collection(session: Any, filters: ReportFilters, level: str, geometry: bool) -> dict[str, Any]:
+    """The statistics of every area of ``level`` as a FeatureCollection (the API and the offline map)."""
     stats: dict[int, dict[str, Any]] = {}
     for area_id, grp, status, totals, n, open_n, ack_days, resolve_days in lq.fetch_all(
             session, lq.area_stats_statement(filters, level)):
@@ -271,17 +265,30 @@ def area_stats(args: dict[str, Any]) -> Response:
     empty = {"total": 0, "open": 0, "by_category": {}, "by_status": {},
              "median_days_to_acknowledge": None, "median_days_to_resolve": None}
     features = []
-    for area_id, code, name_en, name_km, parent, geometry in lq.areas_of_level(
+    for area_id, code, name_en, name_km, parent, outline in lq.areas_of_level(
             session, level, filters.area.id if filters.area else None):
         features.append({
             "type": "Feature", "id": code,
-            "geometry": orjson.Fragment(geometry) if args["geometry"] else None,
+            "geometry": orjson.Fragment(outline) if geometry else None,
             "properties": {"code": code, "level": level, "parent": parent, "name_en": name_en, "name_km": name_km,
                            **stats.get(area_id, empty)},
         })
-    body = orjson.dumps({"type": "FeatureCollection", "features": features, "licence": licence().data_licence,
-                         "attribution": licence().text()})
-    return _send(body, "application/geo+json", etag=True, cache="public, max-age=60")
+    return {"type": "FeatureCollection", "features": features, "licence": licence().data_licence,
+            "attribution": licence().text()}
+
+
+@layers_blp.route("/areas", endpoint="area_stats")
+@layers_blp.arguments(AreaStatsQuerySchema, location="query")
+@layers_blp.doc(responses={"200": {"description": "GeoJSON FeatureCollection of khans or sangkats with statistics",
+                                   "content": {"application/geo+json": {}}}})
+def area_stats(args: dict[str, Any]) -> Response:
+    """Per khan or sangkat: counts by category and status, open reports, median days to acknowledge and resolve
+
+    The choropleth input: one feature per area of the level, with its outline
+    (``geometry=false`` leaves the outlines out).
+    """
+    collection = area_stats_collection(get_session(), report_filters(args), args["level"], args["geometry"])
+    return _send(orjson.dumps(collection), "application/geo+json", etag=True, cache="public, max-age=60")
 
 
 # --- vector tiles ------------------------------------------------------------------------------------------------

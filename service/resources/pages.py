@@ -104,7 +104,7 @@ def _page_globals() -> dict[str, Any]:
 def _remember_language(response: Response) -> Response:
     """The visible language switch (``?lang=``) sticks: it is kept in a cookie for the next visit."""
     asked = request.args.get("lang")
-    if asked in ("en", "km") and request.cookies.get(LANG_COOKIE) != asked and request.blueprint == "pages":
+    if asked in ("en", "km") and request.cookies.get(LANG_COOKIE) != asked and request.blueprint in ("pages", "maps"):
         response.set_cookie(LANG_COOKIE, asked, max_age=365 * 86400, samesite="Lax",
                             secure=request.is_secure, httponly=False)
     return response
@@ -141,17 +141,17 @@ def category_groups() -> list[dict[str, Any]]:
     return [g for g in groups.values() if g["subtypes"]]
 
 
-def _area_rows() -> list[Any]:
+def area_rows() -> list[Any]:
     return cached("area_picker", lambda: list(queries.area_picker(get_session())), seconds=300)
 
 
 def picked_areas() -> dict[str, PickedArea]:
-    return {r.code: PickedArea(r.code, r.lon, r.lat, r.radius_m) for r in _area_rows() if r.level == "commune"}
+    return {r.code: PickedArea(r.code, r.lon, r.lat, r.radius_m) for r in area_rows() if r.level == "commune"}
 
 
 def area_choices() -> list[dict[str, Any]]:
     """Cities → khans → sangkats for the "choose the area" list, with each sangkat's point and radius."""
-    rows = _area_rows()
+    rows = area_rows()
     by_parent: dict[int | None, list[Any]] = {}
     for row in rows:
         by_parent.setdefault(row.parent_id, []).append(row)

@@ -42,7 +42,7 @@ from service.errors import ApiError
 from service.intake import add_note, attach_photo, change_status, find_report
 from service.messages import translated
 from service.models import OPEN_STATUSES, REPORT_STATUSES
-from service.photos import PhotoRejected, StoredPhoto, sanitise_upload
+from service.photos import PhotoRejected, StoredPhoto, sanitise_upload, thumbnail
 from service.ratelimit import limiter
 from service.references import normalise_reference
 from service.resources.filters import decode_cursor, encode_cursor
@@ -110,8 +110,9 @@ def _staff_headers(response: Response) -> Response:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self'; frame-ancestors 'none'; "
-                                                   "form-action 'self'; base-uri 'none'")
+    # The staff map sets its own policy (its inline Folium script by hash, and the base tiles' host).
+    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self'; "
+                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
     asked = request.args.get("lang")
     if asked in ("en", "km") and request.cookies.get(LANG_COOKIE) != asked:
         response.set_cookie(LANG_COOKIE, asked, max_age=365 * 86400, samesite="Lax", secure=request.is_secure)
@@ -164,6 +165,9 @@ def _http_error(exc: HTTPException) -> Response:
         413: _("The request body is larger than this server accepts."),
         429: _("Too many attempts. Wait a minute and try again."),
     }
+    user = signed_in()
+    if status == 403 and request.method == "POST" and user is not None and user.may_read:
+        messages[403] = _("Your role may read reports but not change them: moderators and administrators triage.")
     return _error_page(status, messages.get(status, HTTPStatus(status).phrase))
 
 
@@ -317,7 +321,9 @@ def photo(sha256: str) -> Response:
     row = queries.stored_photo(get_session(), sha256) if SHA256_RE.match(sha256) else None
     if row is None:
         raise ApiError("photo.not_found", _("There is no photo with this hash."), 404)
-    response = current_app.response_class(bytes(row.content), mimetype=row.mime)
+    content = bytes(row.content)
+    response = current_app.response_class(thumbnail(content) if request.args.get("size") == "thumb" else content,
+                                          mimetype=row.mime)
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response
 

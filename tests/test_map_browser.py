@@ -9,7 +9,7 @@ file with no base map, and must make no request at all. Screenshots go to
 
 from __future__ import annotations
 
-import base64
+import io
 import os
 import subprocess
 import sys
@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, Route
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
@@ -25,7 +26,16 @@ from sqlalchemy.engine import Engine
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 WAIT = 20_000
-BLANK_TILE = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+
+def _plain_tile() -> bytes:
+    """A 256-pixel tile of OpenStreetMap's land colour: the stub the test answers tile requests with."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), (242, 239, 233)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+BLANK_TILE = _plain_tile()
 TILE_HOST = "tile.openstreetmap.org"
 SEEDED = 240  # reports put in Preah Sihanouk for these tests
 

@@ -303,27 +303,16 @@ def export_command(fmt: str, out: Path, bbox: str | None, categories: tuple[str,
     """Write public reports to an open-data file: the query, filters and writers of /api/v1/exports."""
     from collections.abc import Iterator
 
-    from marshmallow import ValidationError
-
     from geo.exports import FILE_FORMATS, LAYER_NAME, csv_chunks, geojson_chunks, write_file
     from service import layer_queries as lq
     from service.db import get_session
-    from service.errors import ApiError
-    from service.resources.filters import report_filters
+    from service.cli_map import parse_filters
     from service.resources.layers import licence
     from service.schemas import ExportQuerySchema
 
     query = {"bbox": bbox, "category": list(categories), "status": list(statuses), "area": area,
              "since": since, "until": until}
-    try:
-        filters = report_filters(ExportQuerySchema().load({k: v for k, v in query.items() if v}))
-    except ValidationError as exc:
-        name, messages = next(iter(exc.normalized_messages().items()))
-        hint = " Give ISO 8601 with an offset, e.g. 2026-01-31T00:00:00+07:00." if name in ("since", "until") else ""
-        raise click.BadParameter(" ".join(map(str, messages)) + hint, param_hint=f"--{name}") from exc
-    except ApiError as exc:
-        name = next(iter(exc.errors), None)
-        raise click.BadParameter(exc.message, param_hint=f"--{name}" if name else None) from exc
+    filters = parse_filters(query, ExportQuerySchema())
     out = out.absolute()
     if not out.parent.is_dir():
         raise click.BadParameter(f"there is no directory {out.parent}", param_hint="--out")

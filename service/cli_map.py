@@ -26,7 +26,8 @@ MAX_REPORTS = 20_000
 
 
 def parse_filters(query: dict[str, Any], schema: Any) -> Any:
-    """``ReportFilters`` from command-line options, or a ``click.BadParameter`` naming the option."""
+    """``ReportFilters`` from command-line options (``civicmap map`` and ``civicmap export``), or a
+    ``click.BadParameter`` naming the option."""
     from marshmallow import ValidationError
 
     from service.errors import ApiError

@@ -14,7 +14,8 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,13 @@ def machine_facts() -> dict[str, Any]:
 
 def describe(facts: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in facts.items())
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds ``fn()`` took, and what it returned."""
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
 
 
 def percentile_ms(seconds: Sequence[float], q: float) -> float:

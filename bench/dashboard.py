@@ -36,11 +36,10 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import _common as common  # also puts the repo on sys.path
@@ -81,12 +80,6 @@ COMBOS = (
     Combo(period="all", kind="weekly.csv"),                    # the largest CSV
 )
 NEIGHBOURS = ("/staff/reports", "/map", "/staff/map")
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
 
 
 class Browser:
@@ -177,7 +170,7 @@ def measure(browser: Browser, path: str, repeat: int, warmup: int) -> dict[str, 
         browser.get(path)
     latencies = []
     for _ in range(repeat):
-        took, (status, body) = timed(lambda: browser.get(path))
+        took, (status, body) = common.timed(lambda: browser.get(path))
         if status != 200:
             raise common.BenchError(f"GET {path} gave {status} during the run")
         latencies.append(took)
@@ -188,7 +181,7 @@ def measure(browser: Browser, path: str, repeat: int, warmup: int) -> dict[str, 
 
 def measure_raw(conn: psycopg.Connection[Any], scope: sq.Scope, repeat: int) -> dict[str, float]:
     raw_read(conn, scope)
-    latencies = [timed(lambda: raw_read(conn, scope))[0] for _ in range(repeat)]
+    latencies = [common.timed(lambda: raw_read(conn, scope))[0] for _ in range(repeat)]
     return {"p50_ms": common.percentile_ms(latencies, 50), "p95_ms": common.percentile_ms(latencies, 95)}
 
 
@@ -196,7 +189,7 @@ def measure_live(conn: psycopg.Connection[Any], city: str, repeat: int) -> dict[
     """The per-khan counts and medians of one city counted from the reports table, as without the rollups."""
     area_id, level = conn.execute("SELECT id, level FROM areas WHERE code = %s", (city,)).fetchone()
     statement = lq.area_stats_statement(ReportFilters(area=AreaRef(area_id, level, city)), "district")
-    latencies = [timed(lambda: lq.fetch_all(conn, statement))[0] for _ in range(repeat)]
+    latencies = [common.timed(lambda: lq.fetch_all(conn, statement))[0] for _ in range(repeat)]
     return {"p50_ms": common.percentile_ms(latencies, 50), "max_ms": max(latencies) * 1000}
 
 

@@ -27,9 +27,8 @@ import http.client
 import math
 import random
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import _common as common  # also puts the repo on sys.path
 import intake  # the server helpers of bench/intake.py
@@ -40,12 +39,6 @@ from geo.tiles import Tile, heatmap_cell_degrees
 from service import layer_queries as lq
 from service.queries import AreaRef, ReportFilters
 from service.resources.layers import MAX_TILE_POINTS, POINT_ZOOM
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
 
 
 class Client:
@@ -103,9 +96,9 @@ def bench_viewports(client: Client, conn: psycopg.Connection[Any], points: list[
         bbox = (round(lon - half, 6), round(lat - half, 6), round(lon + half, 6), round(lat + half, 6))
         path = "/api/v1/layers/reports?limit=10000&bbox=" + ",".join(map(str, bbox))
         statement = lq.layer_statement(ReportFilters(bbox=bbox), 10_001)
-        raw_s, rows = timed(lambda: lq.fetch_all(conn, statement))
-        api_s, (_status, body, _h) = timed(lambda: client.get(path))
-        gz_s, (_status, gz_body, headers) = timed(lambda: client.get(path, gzip_ok=True))
+        raw_s, rows = common.timed(lambda: lq.fetch_all(conn, statement))
+        api_s, (_status, body, _h) = common.timed(lambda: client.get(path))
+        gz_s, (_status, gz_body, headers) = common.timed(lambda: client.get(path, gzip_ok=True))
         assert headers.get("Content-Encoding") == "gzip" and gzip.decompress(gz_body) == body
         raw.append(raw_s)
         api.append(api_s)
@@ -128,14 +121,14 @@ def bench_heatmap(client: Client, conn: psycopg.Connection[Any], city: str, repe
     statement = lq.heatmap_statement(ReportFilters(bbox=extent, area=AreaRef(area_id, level, city)), size)
     api, raw, sizes, cells = [], [], [], 0
     for _ in range(repeat):
-        raw_s, rows = timed(lambda: lq.fetch_all(conn, statement))
-        api_s, (_status, body, headers) = timed(lambda: client.get(f"/api/v1/layers/heatmap?area={city}",
+        raw_s, rows = common.timed(lambda: lq.fetch_all(conn, statement))
+        api_s, (_status, body, headers) = common.timed(lambda: client.get(f"/api/v1/layers/heatmap?area={city}",
                                                                     gzip_ok=True))
         raw.append(raw_s)
         api.append(api_s)
         sizes.append(len(body))
         cells = len({(r[0], r[1]) for r in rows})
-    points_s, (_status, points_body, _h) = timed(lambda: client.get(
+    points_s, (_status, points_body, _h) = common.timed(lambda: client.get(
         f"/api/v1/layers/heatmap?area={city}&format=points", gzip_ok=True))
     out = summary(api, raw)
     out.update(gzip_bytes=max(sizes), cells=cells, cell_deg=size, points_gzip_bytes=len(points_body))
@@ -150,11 +143,11 @@ def bench_tiles(client: Client, conn: psycopg.Connection[Any], points: list[tupl
         tiles = list(dict.fromkeys(tile_at(lon, lat, z) for lon, lat in points))[:per_zoom]
         api, raw, live, sizes = [], [], [], []
         for tile in tiles:
-            raw_s, body = timed(lambda: lq.render_tile(conn, tile, ReportFilters(), categories, point_zoom=POINT_ZOOM,
+            raw_s, body = common.timed(lambda: lq.render_tile(conn, tile, ReportFilters(), categories, point_zoom=POINT_ZOOM,
                                                        max_points=MAX_TILE_POINTS, use_rollup=True))
-            live_s, _ = timed(lambda: lq.render_tile(conn, tile, ReportFilters(), categories,
+            live_s, _ = common.timed(lambda: lq.render_tile(conn, tile, ReportFilters(), categories,
                                                      point_zoom=POINT_ZOOM, max_points=MAX_TILE_POINTS))
-            api_s, (_status, api_body, _h) = timed(lambda: client.get(f"/api/v1/tiles/reports/{tile.z}/{tile.x}/"
+            api_s, (_status, api_body, _h) = common.timed(lambda: client.get(f"/api/v1/tiles/reports/{tile.z}/{tile.x}/"
                                                                        f"{tile.y}.mvt"))
             if api_body != body:
                 raise common.BenchError(f"tile {tile} from the API differs from the bare SQL")
@@ -189,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         reports = conn.execute("SELECT count(*) FROM reports WHERE NOT hidden").fetchone()[0]
         if reports < 10_000:
             raise common.BenchError(f"only {reports:,} reports: seed first (civicmap seed --count 1000000)")
-        refresh_s, _ = timed(lambda: conn.execute("REFRESH MATERIALIZED VIEW report_tile_cells"))
+        refresh_s, _ = common.timed(lambda: conn.execute("REFRESH MATERIALIZED VIEW report_tile_cells"))
         conn.execute("UPDATE rollup_state SET refreshed_at = now() WHERE name = 'report_tile_cells'")
         facts = {**common.machine_facts(), **common.server_facts(libpq_url)}
         print(f"bench/layers.py: {reports:,} public reports; {common.describe(facts)}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,7 +116,6 @@ class MapSpec:
     tiles_attribution: str = OSM_ATTRIBUTION
     inline: bool = False  # put scripts, styles and data into the page (the offline map)
     asset_url: Callable[[str], str] | None = None  # live pages: the URL of a static file
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _script_json(value: Any) -> str:
